@@ -1,0 +1,194 @@
+"""``popcorn generate``: one query, or a batch from a file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from popcorn.config import Settings
+    from popcorn.generation import GenerateResult, Generator, QueryItem
+
+
+@click.command()
+@click.argument("query", required=False)
+@click.option("--queries", "queries_file", type=click.Path(path_type=Path),
+              help="Batch: a .txt file (one query a line) or .csv/.jsonl with a 'prompt' column.")
+@click.option("--llm", "spec", metavar="SPEC",
+              help="embedded (default), gguf:PATH, openai:MODEL, deepseek:MODEL, ollama:MODEL, "
+                   "hf:MODEL_ID. See 'popcorn llms'.")
+@click.option("--base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Folder for run folders.  [default: popcorn-runs]")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: one object, or one line per query in a batch.")
+@click.option("--concurrency", type=click.IntRange(1, 64),
+              help="Parallel requests for API backends in a batch.  [default: 4]")
+@click.option("--force", is_flag=True, help="Redo queries even if a run with the same settings is done.")
+@click.option("--temperature", type=click.FloatRange(0, 2), help="[default: 0.7]")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="[default: 0.9]")
+@click.option("--repetition-penalty", type=click.FloatRange(0, 3, min_open=True),
+              help="[default: 1.1]")
+@click.option("--seed", type=click.IntRange(min=0), help="[default: 42]")
+@click.option("--max-tokens", type=click.IntRange(16, 32768), help="[default: 1024]")
+@click.option("--attempts", type=click.IntRange(1, 10),
+              help="Fresh tries when an answer cannot be parsed.  [default: 3]")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True),
+              help="Seconds per HTTP request.  [default: 120]")
+@click.option("--n-ctx", type=click.IntRange(min=256), help="llama.cpp context size.  [default: 4096]")
+@click.option("--n-gpu-layers", type=click.IntRange(min=-1),
+              help="llama.cpp layers on the GPU (-1 all).  [default: 0]")
+@click.option("--device-map", help="hf: device placement, e.g. auto, cpu, cuda:0.  [default: auto]")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
+              help="hf: weight dtype.  [default: auto]")
+@click.option("--load-in-4bit", is_flag=True, default=None, help="hf: 4-bit weights (bitsandbytes).")
+@click.option("--load-in-8bit", is_flag=True, default=None, help="hf: 8-bit weights (bitsandbytes).")
+@click.option("--config", type=click.Path(path_type=Path),
+              help="Settings file.  [default: ./popcorn.toml if present]")
+def generate(query: str | None, queries_file: Path | None, as_json: bool, force: bool,
+             config: Path | None, **flags: Any) -> None:
+    """Write a title, a cover prompt and a 3-second video prompt for QUERY.
+
+    Each query gets a run folder under --out with the script, the full LLM transcript and a
+    manifest. A query already done with the same settings is not asked again; a batch that
+    was interrupted picks up where it stopped.
+
+    \b
+    Examples:
+      popcorn generate "A cat learning to skateboard"
+      popcorn generate "Street food in Bangkok at night" --json
+      popcorn generate --queries queries.csv --llm openai:gpt-4o --concurrency 8
+    """
+    from popcorn.errors import UsageError
+
+    if (query is None) == (queries_file is None):
+        raise UsageError("give either a QUERY or --queries FILE (see popcorn generate --help)")
+    settings = _settings(config, flags)
+    generator = _generator(settings)
+    if query is not None:
+        result = generator.generate(query, force=force)
+        if as_json:
+            click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        else:
+            _show(result)
+        return
+
+    from popcorn.queries import read_queries
+
+    assert queries_file is not None
+    _batch(generator, read_queries(queries_file), settings, force, as_json)
+
+
+def _settings(config: Path | None, flags: dict[str, Any]) -> Settings:
+    from popcorn.config import load_settings
+
+    llm_keys = ("base_url", "timeout", "attempts", "n_ctx", "n_gpu_layers", "device_map",
+                "dtype", "load_in_4bit", "load_in_8bit")
+    decoding_keys = ("temperature", "top_p", "repetition_penalty", "seed", "max_tokens")
+    return load_settings(
+        config,
+        {
+            "llm": {"spec": flags["spec"], **{k: flags[k] for k in llm_keys}},
+            "decoding": {k: flags[k] for k in decoding_keys},
+            "run": {"out": flags["out"], "concurrency": flags["concurrency"]},
+        },
+    )
+
+
+def _generator(settings: Settings) -> Generator:
+    from popcorn.generation import Generator
+    from popcorn.llm.retry import RetryPolicy
+
+    return Generator(
+        settings.llm.spec,
+        out=settings.run.out,
+        decoding=settings.decoding.decoding(),
+        attempts=settings.llm.attempts,
+        retry=RetryPolicy(attempts=settings.llm.retries),
+        options=settings.llm.options(),
+    )
+
+
+def _show(result: GenerateResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("Title", result.script.title)
+    table.add_row("Cover prompt", result.script.cover_prompt)
+    table.add_row("Video prompt", result.script.video_prompt)
+    note = " (already done with these settings; --force redoes it)" if result.cached else ""
+    table.add_row("Run folder", f"{result.run_dir}{note}")
+    if "title_shortened" in result.script.flags:
+        table.add_row("Note", "the model's title was over 50 characters and was shortened")
+    Console(soft_wrap=False).print(table)
+
+
+def _batch(generator: Generator, items: list[QueryItem], settings: Settings, force: bool,
+           as_json: bool) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from popcorn.errors import PopcornError
+    from popcorn.generation import GenerateResult, QueryItem
+
+    err = Console(stderr=True)
+    concurrency = settings.run.concurrency
+    if concurrency > 1 and not generator.llm.concurrent:
+        err.print(f"[yellow]{generator.llm.spec} runs in this process: one query at a time[/]")
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
+    )
+    task = progress.add_task("generating", total=len(items), failed=0)
+    failed = 0
+
+    def on_result(item: QueryItem, outcome: GenerateResult | Exception) -> None:
+        nonlocal failed
+        if isinstance(outcome, GenerateResult):
+            if as_json:
+                sys.stdout.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+        else:
+            failed += 1
+            if as_json:
+                line = {"query": item.query, "error": str(outcome)}
+                sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+        progress.update(task, advance=1, failed=failed)
+
+    try:
+        with progress:
+            report = generator.batch(items, concurrency=concurrency, force=force,
+                                     on_result=on_result)
+    except KeyboardInterrupt:
+        done = int(progress.tasks[0].completed)
+        err.print(
+            f"popcorn: interrupted after {done} of {len(items)} queries; finished runs are kept "
+            f"in {settings.run.out}: run the same command again to resume", highlight=False)
+        sys.exit(130)
+
+    new = len(report.results) - report.cached
+    summary = (f"{len(report.results)} of {len(items) - report.duplicates} done "
+               f"({new} new, {report.cached} already done), {len(report.failures)} failed")
+    if report.duplicates:
+        summary += f", {report.duplicates} duplicate queries skipped"
+    err.print(f"{summary}; runs in {settings.run.out}", highlight=False)
+    for query, message in report.failures[:10]:
+        err.print(f"  failed: {query[:60]!r}: {message}", highlight=False, markup=False)
+    if report.stopped:
+        raise PopcornError(f"batch stopped early: {report.stopped}")
+    if report.failures:
+        raise PopcornError(f"{len(report.failures)} queries failed; rerun to retry them")

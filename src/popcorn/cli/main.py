@@ -1,0 +1,95 @@
+"""Entry point: the command group and the boundary that turns our errors into one line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import click
+
+from popcorn import __version__
+from popcorn.errors import PopcornError
+
+_COMMANDS = {
+    "generate": ("popcorn.cli.generate", "generate"),
+    "llms": ("popcorn.cli.llms", "llms"),
+}
+
+
+class _LazyGroup(click.Group):
+    """Imports a command's module only when that command (or its help) is needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        module, attr = _COMMANDS[name]
+        from importlib import import_module
+
+        command: click.Command = getattr(import_module(module), attr)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="popcorn")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (retries, loads) to stderr.")
+@click.option("--debug", is_flag=True, envvar="POPCORN_DEBUG",
+              help="Show full tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
+    """Popcorn turns a one-line idea into a micro-video script: a title, a cover-image prompt
+    and a 3-second video prompt, written by an LLM. Runs are saved under --out and resumed.
+
+    \b
+    Examples:
+      popcorn generate "A cat learning to skateboard"
+      popcorn generate --queries queries.csv --llm deepseek:deepseek-chat --concurrency 8
+      popcorn llms
+    """
+    ctx.obj = {"debug": debug}
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="popcorn: %(levelname)s: %(message)s",
+    )
+    # httpx logs every request at INFO; keep -v about our own events.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; our own errors end in one line on stderr and a non-zero exit."""
+    debug = "--debug" in (argv or sys.argv[1:]) or bool(os.environ.get("POPCORN_DEBUG"))
+    try:
+        cli.main(args=argv, prog_name="popcorn", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("popcorn: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("popcorn: interrupted; finished runs are kept, rerun to resume", err=True)
+        sys.exit(130)
+    except PopcornError as err:
+        if debug:
+            raise
+        click.echo(f"popcorn: error: {err}", err=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        sys.exit(1)
+    except Exception as err:  # a bug: say so in one line unless asked for the traceback
+        if debug:
+            raise
+        click.echo(
+            f"popcorn: internal error: {type(err).__name__}: {err} "
+            "(rerun with --debug for the traceback, and please report it)",
+            err=True,
+        )
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

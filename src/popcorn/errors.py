@@ -1,0 +1,65 @@
+"""Popcorn's own exceptions.
+
+Every error a user can cause or fix derives from :class:`PopcornError`; the CLI prints its
+message on one line and exits non-zero. Messages say what went wrong *and* what to do.
+"""
+
+from __future__ import annotations
+
+
+class PopcornError(Exception):
+    """Base class: an error with a message meant for the user."""
+
+
+class UsageError(PopcornError):
+    """Bad input from the user: an empty query, an unknown option value, a missing file."""
+
+
+class ConfigError(PopcornError):
+    """The configuration file or environment holds something invalid."""
+
+
+class MissingDependencyError(PopcornError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the '{package}' package: pip install 'popcorn[{extra}]'"
+        )
+
+
+class ProviderError(PopcornError):
+    """An LLM backend failed in a way retrying will not fix (bad key, unknown model, ...)."""
+
+
+class TransientProviderError(ProviderError):
+    """A failure worth retrying: rate limit, server error, timeout, refused connection.
+
+    ``retry_after`` carries the server's Retry-After hint in seconds, when it sent one.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ScriptParseError(PopcornError):
+    """The model's answer holds no usable script; ``reason`` is a short machine-readable tag."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class GenerationError(PopcornError):
+    """No usable script after all attempts; the raw outputs are kept in ``run_dir``."""
+
+    def __init__(self, message: str, run_dir: str | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+        self.reason = reason
+
+
+class RunStoreError(PopcornError):
+    """A run folder is missing, unreadable, or written by an incompatible version."""

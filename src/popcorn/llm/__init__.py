@@ -1,0 +1,1 @@
+"""LLM backends (providers, registry), prompts and the script parser."""

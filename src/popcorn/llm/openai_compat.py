@@ -1,0 +1,308 @@
+"""OpenAI-compatible chat completions over HTTP: OpenAI, DeepSeek, Ollama, vLLM, llama.cpp, ...
+
+The API key is read from the environment when the backend is built and lives only in the
+request header: it is never part of :meth:`identity`, an error message or a log line.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from popcorn.errors import ProviderError, TransientProviderError, UsageError
+from popcorn.llm.base import Completion, Decoding, Message
+from popcorn.llm.registry import LLMOptions
+
+OPENAI_URL = "https://api.openai.com/v1"
+DEEPSEEK_URL = "https://api.deepseek.com/v1"
+OLLAMA_URL = "http://localhost:11434/v1"
+
+JsonMode = Literal["json_schema", "json_object", "none"]
+_TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+
+
+@dataclass(frozen=True)
+class EndpointTraits:
+    """What an endpoint accepts beyond the core OpenAI parameters."""
+
+    json_mode: JsonMode
+    repetition_penalty: bool
+    """Send ``repetition_penalty`` (vLLM) and ``repeat_penalty`` (llama.cpp)."""
+    strict_schema: bool
+    """OpenAI's strict structured outputs: no length keywords allowed in the schema."""
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password, for manifests and messages."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        parts = parts._replace(netloc=host)
+    return urlunsplit(parts)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class OpenAICompatible:
+    """One model on one OpenAI-compatible endpoint. Thread-safe: one pooled HTTP client."""
+
+    concurrent = True
+
+    def __init__(
+        self,
+        *,
+        spec: str,
+        model: str,
+        base_url: str,
+        api_key: str | None,
+        key_env: str | None,
+        traits: EndpointTraits,
+        timeout: float,
+    ) -> None:
+        self.spec = spec
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self._key_env = key_env
+        self._traits = traits
+        self._json_mode: JsonMode = traits.json_mode
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+
+    # --- presets --------------------------------------------------------------------------
+
+    @classmethod
+    def for_openai(cls, model: str, base_url: str | None, options: LLMOptions) -> OpenAICompatible:
+        official = base_url is None or urlsplit(base_url).hostname == "api.openai.com"
+        key = os.environ.get("OPENAI_API_KEY") or None
+        if official and not key:
+            raise UsageError(
+                "openai: needs an API key in the OPENAI_API_KEY environment variable "
+                "(or --base-url for a local server that needs none)"
+            )
+        traits = (
+            EndpointTraits("json_schema", repetition_penalty=False, strict_schema=True)
+            if official
+            else EndpointTraits("json_schema", repetition_penalty=True, strict_schema=False)
+        )
+        return cls(
+            spec=f"openai:{model}",
+            model=model,
+            base_url=_checked_url(base_url or OPENAI_URL),
+            api_key=key,
+            key_env="OPENAI_API_KEY",
+            traits=traits,
+            timeout=options.timeout,
+        )
+
+    @classmethod
+    def for_deepseek(cls, model: str, options: LLMOptions) -> OpenAICompatible:
+        key = os.environ.get("DEEPSEEK_API_KEY") or None
+        if not key:
+            raise UsageError("deepseek: needs an API key in the DEEPSEEK_API_KEY environment variable")
+        # deepseek-reasoner (R1) rejects response_format; deepseek-chat (V3) takes json_object.
+        mode: JsonMode = "none" if "reasoner" in model else "json_object"
+        return cls(
+            spec=f"deepseek:{model}",
+            model=model,
+            base_url=_checked_url(options.base_url or DEEPSEEK_URL),
+            api_key=key,
+            key_env="DEEPSEEK_API_KEY",
+            traits=EndpointTraits(mode, repetition_penalty=False, strict_schema=False),
+            timeout=options.timeout,
+        )
+
+    @classmethod
+    def for_ollama(cls, model: str, options: LLMOptions) -> OpenAICompatible:
+        host = os.environ.get("OLLAMA_HOST")
+        default = OLLAMA_URL
+        if host:
+            host = host if "://" in host else f"http://{host}"
+            default = host.rstrip("/") + "/v1"
+        return cls(
+            spec=f"ollama:{model}",
+            model=model,
+            base_url=_checked_url(options.base_url or default),
+            api_key=None,
+            key_env=None,
+            traits=EndpointTraits("json_schema", repetition_penalty=True, strict_schema=False),
+            timeout=options.timeout,
+        )
+
+    # --- LLM interface --------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        return {"provider": "openai-compatible", "model": self.model,
+                "base_url": redact_url(self.base_url)}
+
+    def complete(
+        self,
+        messages: list[Message],
+        decoding: Decoding,
+        json_schema: dict[str, Any] | None = None,
+    ) -> Completion:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": decoding.temperature,
+            "top_p": decoding.top_p,
+            "seed": decoding.seed,
+            "max_tokens": decoding.max_tokens,
+        }
+        notes: dict[str, str] = {}
+        if self._traits.repetition_penalty:
+            body["repetition_penalty"] = decoding.repetition_penalty
+            body["repeat_penalty"] = decoding.repetition_penalty
+        else:
+            notes["repetition_penalty"] = "not supported by this endpoint; not sent"
+        if json_schema is not None and self._json_mode != "none":
+            body["response_format"] = self._response_format(json_schema)
+            notes["json_schema"] = f"requested as {self._json_mode}"
+        elif json_schema is not None:
+            notes["json_schema"] = "not enforced by this endpoint; parsed from free text"
+
+        data = self._post(body)
+        if data is None:
+            # The endpoint refused response_format: remember, and ask again without it.
+            self._json_mode = "none"
+            body.pop("response_format", None)
+            notes["json_schema"] = "rejected by the endpoint; parsed from free text"
+            data = self._post(body)
+            assert data is not None
+        return _completion(data, notes)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        if self._json_mode == "json_object":
+            return {"type": "json_object"}
+        if self._traits.strict_schema:
+            schema = _without_length_keywords(schema)
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "script", "schema": schema, "strict": self._traits.strict_schema},
+        }
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """POST the request; None means 'rejected because of response_format'."""
+        url = f"{self.base_url}/chat/completions"
+        where = redact_url(self.base_url)
+        try:
+            response = self._client.post(url, json=body)
+        except httpx.TimeoutException as err:
+            raise TransientProviderError(f"{where} timed out ({type(err).__name__})") from None
+        except httpx.TransportError as err:
+            raise TransientProviderError(f"cannot reach {where} ({type(err).__name__})") from None
+        status = response.status_code
+        if status == 200:
+            try:
+                data = response.json()
+            except ValueError:
+                raise TransientProviderError(f"{where} sent a reply that is not JSON") from None
+            if not isinstance(data, dict) or not data.get("choices"):
+                raise ProviderError(f"{where} sent a reply with no choices: {_server_message(response)}")
+            return data
+        message = _server_message(response)
+        if status in _TRANSIENT_STATUS:
+            raise TransientProviderError(
+                f"{where} answered HTTP {status}: {message}",
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        if status in (400, 422) and "response_format" in body and _about_format(message):
+            return None
+        if status in (401, 403):
+            source = f"the key in {self._key_env}" if self._key_env else "the request"
+            raise ProviderError(f"{where} rejected {source} (HTTP {status}): {message}")
+        if status == 404:
+            raise ProviderError(
+                f"{where} answered HTTP 404 for model {self.model!r}: check the model name and "
+                f"--base-url ({message})"
+            )
+        raise ProviderError(f"{where} answered HTTP {status}: {message}")
+
+
+def _checked_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"base URL {redact_url(url)!r} is not an http(s) URL")
+    return url
+
+
+def _server_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        text = response.text
+    else:
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            text = str(err.get("message") or err)
+        elif err:
+            text = str(err)
+        else:
+            text = str(data.get("detail") or data) if isinstance(data, dict) else str(data)
+    text = " ".join(text.split())
+    return text[:300] or "(no message)"
+
+
+def _about_format(message: str) -> bool:
+    lowered = message.lower()
+    return any(w in lowered for w in ("response_format", "json_schema", "json_object", "schema"))
+
+
+def _without_length_keywords(schema: dict[str, Any]) -> dict[str, Any]:
+    drop = {"minLength", "maxLength"}
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in drop:
+            continue
+        if isinstance(value, dict):
+            value = _without_length_keywords(value)
+        out[key] = value
+    return out
+
+
+def _completion(data: dict[str, Any], notes: dict[str, str]) -> Completion:
+    choice = data["choices"][0]
+    message = choice.get("message") or {}
+    text = message.get("content") or ""
+    # DeepSeek-R1 and vLLM's reasoning parsers return the chain of thought separately.
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning:
+        text = f"<think>{reasoning}</think>\n{text}"
+    usage = data.get("usage") or {}
+    return Completion(
+        text=text,
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        finish_reason=choice.get("finish_reason"),
+        notes=notes,
+    )

@@ -1,0 +1,184 @@
+"""Shared fixtures: an isolated environment, the embedded GGUF, a real llama.cpp server on
+loopback, and a fault-injecting proxy in front of it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from popcorn.cli.main import main
+
+_ENV_PREFIXES = ("POPCORN_", "OPENAI_", "DEEPSEEK_", "OLLAMA_")
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Each test runs in its own folder with none of the user's popcorn or provider settings."""
+    for name in list(os.environ):
+        if name.startswith(_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``popcorn ARGS`` in-process through the real entry point and its error boundary."""
+
+    def run(*args: str) -> CliResult:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    from popcorn.llm.llamacpp import smollm2_path
+
+    return smollm2_path()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server with SmolLM2, on loopback."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2),
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
+            stdout=sink, stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama.cpp server exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("llama.cpp server did not start within 120 s")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass
+class FaultProxy:
+    """Forwards /v1 requests to ``upstream`` unless a scripted fault is queued first."""
+
+    upstream: str | None
+    faults: deque[tuple[int, dict[str, str], str]] = field(default_factory=deque)
+    delay: float = 0.0
+    requests: list[dict[str, object]] = field(default_factory=list)
+    url: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail_next(self, status: int, body: str = "", **headers: str) -> None:
+        self.faults.append((status, {k.replace("_", "-"): v for k, v in headers.items()}, body))
+
+
+def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            with proxy.lock:
+                proxy.requests.append(
+                    {"path": self.path, "body": json.loads(body or b"{}"),
+                     "authorization": self.headers.get("authorization")}
+                )
+                fault = proxy.faults.popleft() if proxy.faults else None
+            if proxy.delay:
+                time.sleep(proxy.delay)
+            if fault is not None:
+                status, headers, text = fault
+                self._reply(status, headers, text.encode() or b'{"error": {"message": "injected"}}')
+                return
+            assert proxy.upstream is not None
+            upstream = httpx.post(proxy.upstream + self.path.removeprefix("/v1"), content=body,
+                                  headers={"content-type": "application/json"}, timeout=300)
+            self._reply(upstream.status_code, {}, upstream.content)
+
+        def _reply(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
+
+
+@contextlib.contextmanager
+def _serve(proxy: FaultProxy) -> Iterator[FaultProxy]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy))
+    server.daemon_threads = True
+    proxy.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[FaultProxy]:
+    """An endpoint that only answers with the faults it is given (no model behind it)."""
+    with _serve(FaultProxy(None)) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def llama_proxy(llama_server: str) -> Iterator[FaultProxy]:
+    """The real llama.cpp server behind a proxy that can inject faults and latency."""
+    with _serve(FaultProxy(llama_server)) as proxy:
+        yield proxy
