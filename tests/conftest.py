@@ -119,6 +119,17 @@ class FaultProxy:
     def fail_next(self, status: int, body: str = "", **headers: str) -> None:
         self.faults.append((status, {k.replace("_", "-"): v for k, v in headers.items()}, body))
 
+    def answer_next(self, content: str) -> None:
+        """Queue a successful reply whose message is ``content`` (what a messy model wrote)."""
+        reply = {
+            "id": "scripted",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+        }
+        self.faults.append((200, {}, json.dumps(reply)))
+
 
 def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):

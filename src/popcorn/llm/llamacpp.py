@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import threading
@@ -15,6 +16,16 @@ from popcorn.llm.registry import LLMOptions
 
 _models: dict[tuple[str, int, int], Any] = {}
 _models_lock = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    # Free llama.cpp's memory while the interpreter is intact: left to Llama.__del__ at
+    # shutdown, it runs after its module globals are gone and prints a spurious traceback.
+    with _models_lock:
+        for model in _models.values():
+            model.close()
+        _models.clear()
 
 
 def smollm2_path() -> Path:

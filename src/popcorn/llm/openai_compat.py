@@ -24,6 +24,8 @@ DEEPSEEK_URL = "https://api.deepseek.com/v1"
 OLLAMA_URL = "http://localhost:11434/v1"
 
 JsonMode = Literal["json_schema", "json_object", "none"]
+_FALLBACK: dict[JsonMode, JsonMode] = {"json_schema": "json_object", "json_object": "none",
+                                       "none": "none"}
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
 
@@ -187,13 +189,17 @@ class OpenAICompatible:
             notes["json_schema"] = "not enforced by this endpoint; parsed from free text"
 
         data = self._post(body)
-        if data is None:
-            # The endpoint refused response_format: remember, and ask again without it.
-            self._json_mode = "none"
-            body.pop("response_format", None)
-            notes["json_schema"] = "rejected by the endpoint; parsed from free text"
+        while data is None:
+            # The endpoint refused this response_format: step down (json_schema -> json_object
+            # with the schema, as llama.cpp takes it -> none), remember, and ask again.
+            self._json_mode = _FALLBACK[self._json_mode]
+            if self._json_mode == "none" or json_schema is None:
+                body.pop("response_format", None)
+                notes["json_schema"] = "rejected by the endpoint; parsed from free text"
+            else:
+                body["response_format"] = self._response_format(json_schema)
+                notes["json_schema"] = f"requested as {self._json_mode}"
             data = self._post(body)
-            assert data is not None
         return _completion(data, notes)
 
     def close(self) -> None:
@@ -203,7 +209,8 @@ class OpenAICompatible:
 
     def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
         if self._json_mode == "json_object":
-            return {"type": "json_object"}
+            # OpenAI and DeepSeek ignore "schema" here; llama.cpp servers turn it into a grammar.
+            return {"type": "json_object", "schema": schema}
         if self._traits.strict_schema:
             schema = _without_length_keywords(schema)
         return {
@@ -231,13 +238,14 @@ class OpenAICompatible:
                 raise ProviderError(f"{where} sent a reply with no choices: {_server_message(response)}")
             return data
         message = _server_message(response)
+        if "response_format" in body and status in (400, 422, 500) and _about_format(message):
+            # llama-cpp-python's server answers an unsupported format with a 500.
+            return None
         if status in _TRANSIENT_STATUS:
             raise TransientProviderError(
                 f"{where} answered HTTP {status}: {message}",
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
-        if status in (400, 422) and "response_format" in body and _about_format(message):
-            return None
         if status in (401, 403):
             source = f"the key in {self._key_env}" if self._key_env else "the request"
             raise ProviderError(f"{where} rejected {source} (HTTP {status}): {message}")
@@ -275,7 +283,7 @@ def _server_message(response: httpx.Response) -> str:
 
 def _about_format(message: str) -> bool:
     lowered = message.lower()
-    return any(w in lowered for w in ("response_format", "json_schema", "json_object", "schema"))
+    return any(w in lowered for w in ("response_format", "json_schema", "json_object"))
 
 
 def _without_length_keywords(schema: dict[str, Any]) -> dict[str, Any]:

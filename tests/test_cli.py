@@ -1,0 +1,142 @@
+"""The command line: fast start, and one-line errors for every user mistake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FaultProxy, free_port
+
+HEAVY = ("torch", "transformers", "llama_cpp", "diffusers")
+
+
+def one_line_error(result, *fragments: str) -> None:
+    assert result.code != 0
+    assert "Traceback" not in result.err
+    assert result.err.strip().count("\n") == 0, result.err
+    for fragment in fragments:
+        assert fragment in result.err, result.err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["generate", "--help"], ["llms"]])
+def test_help_and_listing_import_no_heavy_library(args: list[str]):
+    code = (
+        "import sys\nfrom popcorn.cli.main import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in out.stdout
+
+
+def test_llms_lists_every_backend_form(cli):
+    result = cli("llms")
+    assert result.code == 0
+    for form in ("embedded", "gguf:PATH", "openai:MODEL", "deepseek:MODEL", "ollama:MODEL",
+                 "hf:MODEL_ID"):
+        assert form in result.out
+
+
+@pytest.mark.parametrize("query", ["", "   \t  "])
+def test_empty_query(cli, query: str):
+    one_line_error(cli("generate", query), "the query is empty")
+
+
+def test_query_over_2000_characters(cli):
+    one_line_error(cli("generate", "x" * 2001), "2,001 characters", "2,000")
+
+
+def test_unknown_llm_lists_valid_forms(cli):
+    one_line_error(cli("generate", "a cat", "--llm", "gpt5"), "unknown LLM 'gpt5'",
+                   "openai:MODEL", "hf:MODEL_ID")
+
+
+def test_provider_needs_its_argument(cli):
+    one_line_error(cli("generate", "a cat", "--llm", "openai:"), "openai:MODEL")
+
+
+@pytest.mark.parametrize(
+    ("spec", "variable"),
+    [("openai:gpt-4o", "OPENAI_API_KEY"), ("deepseek:deepseek-chat", "DEEPSEEK_API_KEY")],
+)
+def test_missing_api_key_names_the_variable(cli, spec: str, variable: str):
+    one_line_error(cli("generate", "a cat", "--llm", spec), variable)
+
+
+def test_query_and_queries_file_are_exclusive(cli, tmp_path: Path):
+    one_line_error(cli("generate"), "give either a QUERY or --queries FILE")
+    f = tmp_path / "q.txt"
+    f.write_text("a\n")
+    one_line_error(cli("generate", "a", "--queries", str(f)), "give either")
+
+
+def test_missing_queries_file(cli):
+    one_line_error(cli("generate", "--queries", "nope.csv", "--llm", "ollama:x"),
+                   "queries file not found", "nope.csv")
+
+
+def test_missing_gguf_file(cli):
+    one_line_error(cli("generate", "a cat", "--llm", "gguf:/no/such/model.gguf"),
+                   "no model file", "/no/such/model.gguf")
+
+
+def test_file_that_is_not_gguf(cli, tmp_path: Path):
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"not a model")
+    one_line_error(cli("generate", "a cat", "--llm", f"gguf:{fake}"), "not a GGUF file")
+
+
+def test_missing_hf_folder(cli):
+    one_line_error(cli("generate", "a cat", "--llm", "hf:./no-such-model"), "no model folder")
+
+
+def test_bad_config_value(cli, tmp_path: Path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[run]\nconcurrency = 0\n")
+    one_line_error(cli("generate", "a cat", "--config", str(cfg)), "run.concurrency")
+
+
+def test_unreachable_endpoint_retries_then_fails_in_one_line(cli, monkeypatch):
+    monkeypatch.setenv("POPCORN_LLM_RETRIES", "2")
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    result = cli("generate", "a cat", "--llm", "openai:m", "--base-url", url, "--out", "runs")
+    one_line_error(result, "cannot reach", "gave up after 2 attempts")
+    manifests = list(Path("runs").glob("*/manifest.json"))
+    assert len(manifests) == 1 and '"status": "failed"' in manifests[0].read_text()
+
+
+def test_rejected_key_is_fatal_and_never_echoed(cli, monkeypatch, fault_proxy: FaultProxy):
+    secret = "sk-test-DO-NOT-LEAK-7f3a9"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    fault_proxy.fail_next(401, '{"error": {"message": "Incorrect API key provided"}}')
+    result = cli("generate", "a cat", "--llm", "openai:m", "--base-url", fault_proxy.url,
+                 "--out", "runs")
+    one_line_error(result, "rejected the key in OPENAI_API_KEY", "HTTP 401")
+    assert secret not in result.err + result.out
+    assert len(fault_proxy.requests) == 1  # fatal: not retried
+    assert fault_proxy.requests[0]["authorization"] == f"Bearer {secret}"
+    for file in Path("runs").rglob("*"):
+        if file.is_file():
+            assert secret not in file.read_text()
+
+
+def test_endpoint_that_keeps_failing_gives_up(cli, monkeypatch, fault_proxy: FaultProxy):
+    monkeypatch.setenv("POPCORN_LLM_RETRIES", "3")
+    for _ in range(3):
+        fault_proxy.fail_next(503, retry_after="0")
+    result = cli("generate", "a cat", "--llm", "openai:m", "--base-url", fault_proxy.url)
+    one_line_error(result, "HTTP 503", "gave up after 3 attempts")
+    assert len(fault_proxy.requests) == 3
+
+
+def test_user_password_in_base_url_is_redacted(cli, fault_proxy: FaultProxy):
+    fault_proxy.fail_next(403)
+    url = fault_proxy.url.replace("http://", "http://alice:hunter2@")
+    result = cli("generate", "a cat", "--llm", "openai:m", "--base-url", url, "--out", "runs")
+    one_line_error(result, "HTTP 403")
+    assert "hunter2" not in result.err
+    for file in Path("runs").rglob("*.json"):
+        assert "hunter2" not in file.read_text()

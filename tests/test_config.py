@@ -1,0 +1,72 @@
+"""Settings precedence (flag > environment > project file > default) and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from popcorn.config import load_settings
+from popcorn.errors import ConfigError
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_follow_the_study():
+    s = load_settings(environ={})
+    assert s.llm.spec == "embedded"
+    d = s.decoding.decoding()
+    assert (d.temperature, d.top_p, d.repetition_penalty, d.seed) == (0.7, 0.9, 1.1, 42)
+
+
+def test_flag_beats_env_beats_file_beats_default(tmp_path: Path):
+    cfg = write(tmp_path / "popcorn.toml", '[decoding]\nseed = 1\ntemperature = 0.3\ntop_p = 0.5\n')
+    env = {"POPCORN_DECODING_SEED": "2", "POPCORN_DECODING_TEMPERATURE": "0.4"}
+    s = load_settings(cfg, {"decoding": {"seed": 3, "temperature": None}}, environ=env)
+    assert s.decoding.seed == 3  # flag
+    assert s.decoding.temperature == 0.4  # env (the flag was not given)
+    assert s.decoding.top_p == 0.5  # file
+    assert s.decoding.max_tokens == 1024  # default
+
+
+def test_project_file_in_current_folder_is_read(isolated: Path):
+    write(isolated / "popcorn.toml", '[llm]\nspec = "ollama:llama3"\n')
+    assert load_settings(environ={}).llm.spec == "ollama:llama3"
+
+
+def test_short_env_names(tmp_path: Path):
+    s = load_settings(environ={"POPCORN_LLM": "openai:gpt-4o", "POPCORN_OUT": str(tmp_path)})
+    assert s.llm.spec == "openai:gpt-4o"
+    assert s.run.out == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[llm]\nspecc = 'x'\n", "specc"),
+        ("[nope]\na = 1\n", "nope"),
+        ("[decoding]\ntemperature = 9\n", "temperature"),
+        ("[llm]\napi_key = 'sk-123'\n", "secrets do not belong in files"),
+        ("[llm\n", "not valid TOML"),
+        ("spec = 'x'\n", r"must be a \[section\]"),
+    ],
+)
+def test_bad_files_give_one_line_errors(tmp_path: Path, text: str, message: str):
+    cfg = write(tmp_path / "popcorn.toml", text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_settings(cfg, environ={})
+    assert "\n" not in str(err.value)
+    assert "sk-123" not in str(err.value)
+
+
+def test_bad_env_value_names_the_source():
+    with pytest.raises(ConfigError, match="environment: decoding.seed"):
+        load_settings(environ={"POPCORN_DECODING_SEED": "many"})
+
+
+def test_missing_config_file_is_named(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "absent.toml", environ={})

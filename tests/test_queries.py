@@ -1,0 +1,61 @@
+"""Reading batches of queries from text, CSV and JSONL files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from popcorn.errors import UsageError
+from popcorn.queries import read_queries
+
+
+def test_text_file_one_query_a_line(tmp_path: Path):
+    f = tmp_path / "q.txt"
+    f.write_text("# study queries\nA cat learning to skateboard\n\n  Street food at night  \n")
+    assert [i.query for i in read_queries(f)] == [
+        "A cat learning to skateboard", "Street food at night"]
+
+
+def test_csv_prompt_column_and_type_tag(tmp_path: Path):
+    f = tmp_path / "q.csv"
+    f.write_text('prompt,type\n"Discuss how anime portrays futuristic cities",abstract\n'
+                 '"Animate a battle between a samurai and a dragon, at dusk",concrete\n')
+    items = read_queries(f)
+    assert items[0].tags == {"type": "abstract"}
+    assert items[1].query == "Animate a battle between a samurai and a dragon, at dusk"
+
+
+def test_jsonl_objects_and_strings(tmp_path: Path):
+    f = tmp_path / "q.jsonl"
+    f.write_text(json.dumps({"prompt": "A", "type": "concrete"}) + "\n\n" + json.dumps("B") + "\n")
+    assert [(i.query, i.tags) for i in read_queries(f)] == [("A", {"type": "concrete"}), ("B", {})]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("q.csv", "title,type\nx,y\n", "no 'prompt' column"),
+        ("q.jsonl", '{"prompt": "ok"}\n{broken\n', "line 2: not JSON"),
+        ("q.txt", "ok\n" + "x" * 2001 + "\n", "line 2: the query has 2,001 characters"),
+        ("q.txt", "\n# only comments\n", "no queries"),
+    ],
+)
+def test_bad_files_name_the_problem(tmp_path: Path, name: str, content: str, message: str):
+    f = tmp_path / name
+    f.write_text(content)
+    with pytest.raises(UsageError, match=message):
+        read_queries(f)
+
+
+def test_missing_file_is_named(tmp_path: Path):
+    with pytest.raises(UsageError, match="not found: .*absent.txt"):
+        read_queries(tmp_path / "absent.txt")
+
+
+def test_binary_file_is_refused(tmp_path: Path):
+    f = tmp_path / "q.txt"
+    f.write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(UsageError, match="not UTF-8"):
+        read_queries(f)
