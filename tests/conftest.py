@@ -78,9 +78,21 @@ def llama_server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2),
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
-            stdout=sink, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(smollm2),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "4096",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
@@ -124,8 +136,13 @@ class FaultProxy:
         reply = {
             "id": "scripted",
             "object": "chat.completion",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": content}}],
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
             "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
         }
         self.faults.append((200, {}, json.dumps(reply)))
@@ -140,8 +157,11 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             with proxy.lock:
                 proxy.requests.append(
-                    {"path": self.path, "body": json.loads(body or b"{}"),
-                     "authorization": self.headers.get("authorization")}
+                    {
+                        "path": self.path,
+                        "body": json.loads(body or b"{}"),
+                        "authorization": self.headers.get("authorization"),
+                    }
                 )
                 fault = proxy.faults.popleft() if proxy.faults else None
             if proxy.delay:
@@ -151,8 +171,12 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 self._reply(status, headers, text.encode() or b'{"error": {"message": "injected"}}')
                 return
             assert proxy.upstream is not None
-            upstream = httpx.post(proxy.upstream + self.path.removeprefix("/v1"), content=body,
-                                  headers={"content-type": "application/json"}, timeout=300)
+            upstream = httpx.post(
+                proxy.upstream + self.path.removeprefix("/v1"),
+                content=body,
+                headers={"content-type": "application/json"},
+                timeout=300,
+            )
             self._reply(upstream.status_code, {}, upstream.content)
 
         def _reply(self, status: int, headers: dict[str, str], payload: bytes) -> None:
@@ -167,9 +191,14 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that timed out and hung up is what some tests are about
+
+
 @contextlib.contextmanager
 def _serve(proxy: FaultProxy) -> Iterator[FaultProxy]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy))
+    server = _QuietServer(("127.0.0.1", 0), _handler(proxy))
     server.daemon_threads = True
     proxy.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     thread = threading.Thread(target=server.serve_forever, daemon=True)

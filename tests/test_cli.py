@@ -35,8 +35,14 @@ def test_help_and_listing_import_no_heavy_library(args: list[str]):
 def test_llms_lists_every_backend_form(cli):
     result = cli("llms")
     assert result.code == 0
-    for form in ("embedded", "gguf:PATH", "openai:MODEL", "deepseek:MODEL", "ollama:MODEL",
-                 "hf:MODEL_ID"):
+    for form in (
+        "embedded",
+        "gguf:PATH",
+        "openai:MODEL",
+        "deepseek:MODEL",
+        "ollama:MODEL",
+        "hf:MODEL_ID",
+    ):
         assert form in result.out
 
 
@@ -50,8 +56,12 @@ def test_query_over_2000_characters(cli):
 
 
 def test_unknown_llm_lists_valid_forms(cli):
-    one_line_error(cli("generate", "a cat", "--llm", "gpt5"), "unknown LLM 'gpt5'",
-                   "openai:MODEL", "hf:MODEL_ID")
+    one_line_error(
+        cli("generate", "a cat", "--llm", "gpt5"),
+        "unknown LLM 'gpt5'",
+        "openai:MODEL",
+        "hf:MODEL_ID",
+    )
 
 
 def test_provider_needs_its_argument(cli):
@@ -74,13 +84,19 @@ def test_query_and_queries_file_are_exclusive(cli, tmp_path: Path):
 
 
 def test_missing_queries_file(cli):
-    one_line_error(cli("generate", "--queries", "nope.csv", "--llm", "ollama:x"),
-                   "queries file not found", "nope.csv")
+    one_line_error(
+        cli("generate", "--queries", "nope.csv", "--llm", "ollama:x"),
+        "queries file not found",
+        "nope.csv",
+    )
 
 
 def test_missing_gguf_file(cli):
-    one_line_error(cli("generate", "a cat", "--llm", "gguf:/no/such/model.gguf"),
-                   "no model file", "/no/such/model.gguf")
+    one_line_error(
+        cli("generate", "a cat", "--llm", "gguf:/no/such/model.gguf"),
+        "no model file",
+        "/no/such/model.gguf",
+    )
 
 
 def test_file_that_is_not_gguf(cli, tmp_path: Path):
@@ -112,8 +128,9 @@ def test_rejected_key_is_fatal_and_never_echoed(cli, monkeypatch, fault_proxy: F
     secret = "sk-test-DO-NOT-LEAK-7f3a9"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     fault_proxy.fail_next(401, '{"error": {"message": "Incorrect API key provided"}}')
-    result = cli("generate", "a cat", "--llm", "openai:m", "--base-url", fault_proxy.url,
-                 "--out", "runs")
+    result = cli(
+        "generate", "a cat", "--llm", "openai:m", "--base-url", fault_proxy.url, "--out", "runs"
+    )
     one_line_error(result, "rejected the key in OPENAI_API_KEY", "HTTP 401")
     assert secret not in result.err + result.out
     assert len(fault_proxy.requests) == 1  # fatal: not retried
@@ -140,3 +157,13 @@ def test_user_password_in_base_url_is_redacted(cli, fault_proxy: FaultProxy):
     assert "hunter2" not in result.err
     for file in Path("runs").rglob("*.json"):
         assert "hunter2" not in file.read_text()
+
+
+def test_endpoint_that_times_out_is_retried_then_fails(cli, monkeypatch, fault_proxy: FaultProxy):
+    monkeypatch.setenv("POPCORN_LLM_RETRIES", "2")
+    fault_proxy.delay = 1.0
+    result = cli(
+        "generate", "a cat", "--llm", "openai:m", "--base-url", fault_proxy.url, "--timeout", "0.2"
+    )
+    one_line_error(result, "timed out", "gave up after 2 attempts")
+    assert len(fault_proxy.requests) == 2

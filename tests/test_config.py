@@ -23,7 +23,7 @@ def test_defaults_follow_the_study():
 
 
 def test_flag_beats_env_beats_file_beats_default(tmp_path: Path):
-    cfg = write(tmp_path / "popcorn.toml", '[decoding]\nseed = 1\ntemperature = 0.3\ntop_p = 0.5\n')
+    cfg = write(tmp_path / "popcorn.toml", "[decoding]\nseed = 1\ntemperature = 0.3\ntop_p = 0.5\n")
     env = {"POPCORN_DECODING_SEED": "2", "POPCORN_DECODING_TEMPERATURE": "0.4"}
     s = load_settings(cfg, {"decoding": {"seed": 3, "temperature": None}}, environ=env)
     assert s.decoding.seed == 3  # flag
@@ -63,7 +63,7 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, text: str, message: str)
 
 
 def test_bad_env_value_names_the_source():
-    with pytest.raises(ConfigError, match="environment: decoding.seed"):
+    with pytest.raises(ConfigError, match=r"environment: decoding\.seed"):
         load_settings(environ={"POPCORN_DECODING_SEED": "many"})
 
 

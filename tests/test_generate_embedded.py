@@ -29,8 +29,13 @@ def test_generate_json_prints_one_object_and_writes_a_run_folder(cli):
     assert run_dir.parent == Path("runs")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "done" and manifest["schema_version"] == 1
-    assert manifest["decoding"] == {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1,
-                                    "seed": 42, "max_tokens": 1024}
+    assert manifest["decoding"] == {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "repetition_penalty": 1.1,
+        "seed": 42,
+        "max_tokens": 1024,
+    }
     assert manifest["usage"]["completion_tokens"] > 0
     assert manifest["timings"]["llm_seconds"] > 0
     assert "llama-cpp-python" in manifest["versions"]
@@ -64,16 +69,19 @@ def test_same_seed_same_script_and_another_seed_another_run(tmp_path: Path):
 
 def test_batch_with_local_model_runs_one_at_a_time_and_resumes(cli, tmp_path: Path):
     queries = tmp_path / "q.csv"
-    queries.write_text('prompt,type\n"A cat learning to skateboard",concrete\n'
-                       '"Discuss how anime portrays futuristic cities",abstract\n'
-                       '"A cat learning to skateboard",concrete\n')
+    queries.write_text(
+        'prompt,type\n"A cat learning to skateboard",concrete\n'
+        '"Discuss how anime portrays futuristic cities",abstract\n'
+        '"A cat learning to skateboard",concrete\n'
+    )
     first = cli("generate", "--queries", str(queries), "--out", "runs", "--concurrency", "4")
     assert first.code == 0, first.err
     assert "one query at a time" in first.err
     assert "2 of 2 done (2 new, 0 already done)" in first.err
     assert "1 duplicate" in first.err
-    tags = sorted(json.loads(m.read_text())["tags"]["type"]
-                  for m in Path("runs").glob("*/manifest.json"))
+    tags = sorted(
+        json.loads(m.read_text())["tags"]["type"] for m in Path("runs").glob("*/manifest.json")
+    )
     assert tags == ["abstract", "concrete"]
     again = cli("generate", "--queries", str(queries), "--out", "runs", "--json")
     assert again.code == 0

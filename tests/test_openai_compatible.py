@@ -23,9 +23,11 @@ QUERIES = [
     "Street food in Bangkok at night",
     "Animate a battle between a samurai and a dragon",
 ]
-GOOD = {"title": "Kitten Shreds the Half-Pipe",
-        "cover_prompt": "A fluffy orange kitten on a tiny skateboard in a sunny skate park",
-        "video_prompt": "The kitten pushes off, rolls down the ramp and lands a wobbly ollie"}
+GOOD = {
+    "title": "Kitten Shreds the Half-Pipe",
+    "cover_prompt": "A fluffy orange kitten on a tiny skateboard in a sunny skate park",
+    "video_prompt": "The kitten pushes off, rolls down the ramp and lands a wobbly ollie",
+}
 
 
 def manifests(root: str = "runs") -> list[dict]:
@@ -35,8 +37,18 @@ def manifests(root: str = "runs") -> list[dict]:
 def test_generate_against_a_real_llama_cpp_server(cli, monkeypatch, llama_proxy: FaultProxy):
     secret = "sk-local-SECRET-123456"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
-    result = cli("-v", "generate", QUERIES[0], "--llm", "openai:smollm2", "--base-url",
-                 llama_proxy.url, "--out", "runs", "--json")
+    result = cli(
+        "-v",
+        "generate",
+        QUERIES[0],
+        "--llm",
+        "openai:smollm2",
+        "--base-url",
+        llama_proxy.url,
+        "--out",
+        "runs",
+        "--json",
+    )
     assert result.code == 0, result.err
     obj = json.loads(result.out)
     assert obj["llm"] == "openai:smollm2" and obj["title"]
@@ -46,8 +58,11 @@ def test_generate_against_a_real_llama_cpp_server(cli, monkeypatch, llama_proxy:
     # llama-cpp-python's server refuses json_schema (HTTP 500) and takes json_object + schema.
     assert llama_proxy.requests[0]["body"]["response_format"]["type"] == "json_schema"
     assert request["response_format"]["type"] == "json_object"
-    assert request["response_format"]["schema"]["required"] == ["title", "cover_prompt",
-                                                                 "video_prompt"]
+    assert request["response_format"]["schema"]["required"] == [
+        "title",
+        "cover_prompt",
+        "video_prompt",
+    ]
     (manifest,) = manifests()
     assert manifest["llm"]["base_url"] == llama_proxy.url
     assert manifest["llm"]["notes"]["json_schema"] == "requested as json_object"
@@ -60,8 +75,19 @@ def test_generate_against_a_real_llama_cpp_server(cli, monkeypatch, llama_proxy:
 def test_batch_runs_concurrently_and_resumes(cli, tmp_path: Path, llama_proxy: FaultProxy):
     queries = tmp_path / "q.txt"
     queries.write_text("\n".join(QUERIES) + "\n")
-    args = ("generate", "--queries", str(queries), "--llm", "openai:smollm2", "--base-url",
-            llama_proxy.url, "--out", "runs", "--concurrency", "3")
+    args = (
+        "generate",
+        "--queries",
+        str(queries),
+        "--llm",
+        "openai:smollm2",
+        "--base-url",
+        llama_proxy.url,
+        "--out",
+        "runs",
+        "--concurrency",
+        "3",
+    )
     first = cli(*args)
     assert first.code == 0, first.err
     assert "4 of 4 done (4 new, 0 already done), 0 failed" in first.err
@@ -85,8 +111,17 @@ def test_batch_runs_concurrently_and_resumes(cli, tmp_path: Path, llama_proxy: F
 def test_rate_limit_is_retried_after_the_servers_delay(cli, caplog, llama_proxy: FaultProxy):
     llama_proxy.fail_next(429, '{"error": {"message": "slow down"}}', retry_after="1")
     llama_proxy.fail_next(503)
-    result = cli("generate", QUERIES[0], "--llm", "openai:smollm2", "--base-url",
-                 llama_proxy.url, "--json", "--out", "runs")
+    result = cli(
+        "generate",
+        QUERIES[0],
+        "--llm",
+        "openai:smollm2",
+        "--base-url",
+        llama_proxy.url,
+        "--json",
+        "--out",
+        "runs",
+    )
     assert result.code == 0, result.err
     assert "HTTP 429: slow down; retrying in 1.0 s" in caplog.text
     assert "HTTP 503" in caplog.text
@@ -100,10 +135,26 @@ def test_ctrl_c_in_a_batch_keeps_finished_runs_and_rerun_resumes(
     queries.write_text("\n".join(QUERIES) + "\n")
     llama_proxy.delay = 0.5
     popcorn = Path(sys.executable).with_name("popcorn")
-    args = ["generate", "--queries", str(queries), "--llm", "openai:smollm2", "--base-url",
-            llama_proxy.url, "--out", "runs", "--concurrency", "1"]
-    proc = subprocess.Popen([str(popcorn), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "COLUMNS": "120"})
+    args = [
+        "generate",
+        "--queries",
+        str(queries),
+        "--llm",
+        "openai:smollm2",
+        "--base-url",
+        llama_proxy.url,
+        "--out",
+        "runs",
+        "--concurrency",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        [str(popcorn), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     deadline = time.monotonic() + 120
     while not any(m["status"] == "done" for m in manifests()):
         assert proc.poll() is None, proc.communicate()
@@ -125,8 +176,19 @@ def test_ctrl_c_in_a_batch_keeps_finished_runs_and_rerun_resumes(
 def scripted(cli, proxy: FaultProxy, *answers: str, attempts: int = 3):
     for answer in answers:
         proxy.answer_next(answer)
-    return cli("generate", QUERIES[0], "--llm", "openai:m", "--base-url", proxy.url, "--json",
-               "--out", "runs", "--attempts", str(attempts))
+    return cli(
+        "generate",
+        QUERIES[0],
+        "--llm",
+        "openai:m",
+        "--base-url",
+        proxy.url,
+        "--json",
+        "--out",
+        "runs",
+        "--attempts",
+        str(attempts),
+    )
 
 
 def test_long_title_is_asked_again_once(cli, fault_proxy: FaultProxy):
@@ -149,8 +211,11 @@ def test_long_title_twice_is_shortened_at_a_word_and_flagged(cli, fault_proxy: F
 
 
 def test_unusable_answers_end_in_an_error_naming_the_reason(cli, fault_proxy: FaultProxy):
-    answers = ["I'm sorry, but I can't help with that.", '{"title": "Kitten", "cover_pro',
-               "<think>Let me think about {this}"]
+    answers = [
+        "I'm sorry, but I can't help with that.",
+        '{"title": "Kitten", "cover_pro',
+        "<think>Let me think about {this}",
+    ]
     result = scripted(cli, fault_proxy, *answers)
     assert result.code == 1 and "Traceback" not in result.err
     assert "no usable script after 3 attempt(s)" in result.err
@@ -161,12 +226,17 @@ def test_unusable_answers_end_in_an_error_naming_the_reason(cli, fault_proxy: Fa
     transcript = json.loads((run_dir / "transcript.json").read_text())
     assert [a["raw"] for a in transcript["attempts"]] == answers
     assert [a["outcome"]["reason"] for a in transcript["attempts"]] == [
-        "refusal", "truncated", "truncated"]
+        "refusal",
+        "truncated",
+        "truncated",
+    ]
     assert [a["seed"] for a in transcript["attempts"]] == [42, 43, 44]
 
 
 def test_reasoning_is_kept_beside_the_script(cli, fault_proxy: FaultProxy):
-    answer = "<think>Cats + skateboards = views. {draft}</think>\n```json\n" + json.dumps(GOOD) + "\n```"
+    answer = (
+        "<think>Cats + skateboards = views. {draft}</think>\n```json\n" + json.dumps(GOOD) + "\n```"
+    )
     result = scripted(cli, fault_proxy, answer)
     obj = json.loads(result.out)
     saved = json.loads(Path(obj["run_dir"], "script.json").read_text())

@@ -15,7 +15,7 @@ from popcorn.llm.prompts import EXAMPLE_SCRIPT
 GOOD = {
     "title": "Kitten Shreds the Half-Pipe",
     "cover_prompt": "A fluffy orange kitten on a tiny skateboard at a sunny skate park, wide angle",
-    "video_prompt": "The kitten pushes off, rolls down the ramp and lands a wobbly ollie; slow motion",
+    "video_prompt": "The kitten pushes off, rolls down the ramp and lands a wobbly ollie",
 }
 
 
@@ -35,7 +35,7 @@ def test_plain_json():
 
 def test_think_block_with_braces_is_ignored():
     text = (
-        "<think>The user wants {fun}. Maybe {\"title\": \"draft\"} ... let me think } more"
+        '<think>The user wants {fun}. Maybe {"title": "draft"} ... let me think } more'
         "</think>\n" + json.dumps(GOOD)
     )
     answer = parse_script(text, EXAMPLE_SCRIPT)
@@ -50,7 +50,7 @@ def test_closing_think_tag_without_opening_tag():
 
 def test_unclosed_think_block_is_truncation():
     with pytest.raises(ScriptParseError) as err:
-        parse("<think>I will write {\"title\": \"x\"")
+        parse('<think>I will write {"title": "x"')
     assert err.value.reason == "truncated"
 
 
@@ -75,24 +75,30 @@ def test_trailing_commas_and_single_quotes():
 
 
 def test_apostrophes_inside_single_quoted_strings():
-    text = "{'title': 'The Cat's Big Day', 'cover_prompt': 'a cat's paw on a board, bright', " \
-           "'video_prompt': 'the cat's first ride down a ramp, handheld camera'}"
+    text = (
+        "{'title': 'The Cat's Big Day', 'cover_prompt': 'a cat's paw on a board, bright', "
+        "'video_prompt': 'the cat's first ride down a ramp, handheld camera'}"
+    )
     script = parse(text)
     assert script.title == "The Cat's Big Day"
     assert script.video_prompt.startswith("the cat's first ride")
 
 
 def test_unescaped_inner_double_quotes():
-    text = ('{"title": "The "Purrfect" Ollie", "cover_prompt": "a cat on a board, sunny", '
-            '"video_prompt": "the cat says "wow" and rolls away, slow motion"}')
+    text = (
+        '{"title": "The "Purrfect" Ollie", "cover_prompt": "a cat on a board, sunny", '
+        '"video_prompt": "the cat says "wow" and rolls away, slow motion"}'
+    )
     script = parse(text)
     assert script.title == 'The "Purrfect" Ollie'
     assert script.video_prompt == 'the cat says "wow" and rolls away, slow motion'
 
 
 def test_raw_newlines_inside_strings():
-    text = ('{"title": "Kitten Shreds the Half-Pipe",\n"cover_prompt": "line one\nline two",\n'
-            '"video_prompt": "first beat\nsecond beat"}')
+    text = (
+        '{"title": "Kitten Shreds the Half-Pipe",\n"cover_prompt": "line one\nline two",\n'
+        '"video_prompt": "first beat\nsecond beat"}'
+    )
     script = parse(text)
     assert script.cover_prompt == "line one\nline two"
 
@@ -107,13 +113,19 @@ def test_raw_newlines_inside_strings():
     ],
 )
 def test_key_spellings(title_key, cover_key, video_key):
-    obj = {title_key: GOOD["title"], cover_key: GOOD["cover_prompt"], video_key: GOOD["video_prompt"]}
+    obj = {
+        title_key: GOOD["title"],
+        cover_key: GOOD["cover_prompt"],
+        video_key: GOOD["video_prompt"],
+    }
     assert_good(parse(json.dumps(obj)))
 
 
 def test_unquoted_keys_and_python_literals():
-    text = (f'{{title: "{GOOD["title"]}", cover_prompt: "{GOOD["cover_prompt"]}", '
-            f'video_prompt: "{GOOD["video_prompt"]}", final: True, extra: None}}')
+    text = (
+        f'{{title: "{GOOD["title"]}", cover_prompt: "{GOOD["cover_prompt"]}", '
+        f'video_prompt: "{GOOD["video_prompt"]}", final: True, extra: None}}'
+    )
     assert_good(parse(text))
 
 
@@ -126,20 +138,22 @@ def test_markdown_sections_without_json():
     text = f"""Here's my idea.
 
 ## Title
-{GOOD['title']}
+{GOOD["title"]}
 
 ## Cover Prompt
-{GOOD['cover_prompt']}
+{GOOD["cover_prompt"]}
 
 ## Video Prompt
-{GOOD['video_prompt']}
+{GOOD["video_prompt"]}
 """
     assert_good(parse(text))
 
 
 def test_bold_labels_on_one_line():
-    text = (f"**Title:** {GOOD['title']}\n**Cover prompt:** {GOOD['cover_prompt']}\n"
-            f"**Video prompt:** {GOOD['video_prompt']}\n")
+    text = (
+        f"**Title:** {GOOD['title']}\n**Cover prompt:** {GOOD['cover_prompt']}\n"
+        f"**Video prompt:** {GOOD['video_prompt']}\n"
+    )
     assert_good(parse(text))
 
 
@@ -155,7 +169,10 @@ def test_list_values_are_joined():
         ("   \n ", "empty"),
         (json.dumps(EXAMPLE_SCRIPT), "echoed_example"),
         (json.dumps(dict(GOOD, video_prompt=EXAMPLE_SCRIPT["video_prompt"])), "echoed_example"),
-        (json.dumps({"title": GOOD["title"], "cover_prompt": GOOD["cover_prompt"]}), "missing_field"),
+        (
+            json.dumps({"title": GOOD["title"], "cover_prompt": GOOD["cover_prompt"]}),
+            "missing_field",
+        ),
         (json.dumps(dict(GOOD, video_prompt="   ")), "empty_field"),
         (json.dumps(dict(GOOD, title="<catchy title>")), "placeholder"),
         ('{"title": "Kitten", "cover_prompt": "a kitten on a board", "video_pro', "truncated"),
@@ -192,7 +209,7 @@ def test_never_crashes_on_arbitrary_text(text):
         assert err.reason
 
 
-_json_chars = st.sampled_from(list('{}[]"\':,\n\\ ') + ["<think>", "</think>", "title", "```"])
+_json_chars = st.sampled_from([*list("{}[]\"':,\n\\ "), "<think>", "</think>", "title", "```"])
 
 
 @settings(max_examples=300, deadline=None)

@@ -15,13 +15,17 @@ def test_text_file_one_query_a_line(tmp_path: Path):
     f = tmp_path / "q.txt"
     f.write_text("# study queries\nA cat learning to skateboard\n\n  Street food at night  \n")
     assert [i.query for i in read_queries(f)] == [
-        "A cat learning to skateboard", "Street food at night"]
+        "A cat learning to skateboard",
+        "Street food at night",
+    ]
 
 
 def test_csv_prompt_column_and_type_tag(tmp_path: Path):
     f = tmp_path / "q.csv"
-    f.write_text('prompt,type\n"Discuss how anime portrays futuristic cities",abstract\n'
-                 '"Animate a battle between a samurai and a dragon, at dusk",concrete\n')
+    f.write_text(
+        'prompt,type\n"Discuss how anime portrays futuristic cities",abstract\n'
+        '"Animate a battle between a samurai and a dragon, at dusk",concrete\n'
+    )
     items = read_queries(f)
     assert items[0].tags == {"type": "abstract"}
     assert items[1].query == "Animate a battle between a samurai and a dragon, at dusk"
@@ -50,7 +54,7 @@ def test_bad_files_name_the_problem(tmp_path: Path, name: str, content: str, mes
 
 
 def test_missing_file_is_named(tmp_path: Path):
-    with pytest.raises(UsageError, match="not found: .*absent.txt"):
+    with pytest.raises(UsageError, match=r"not found: .*absent\.txt"):
         read_queries(tmp_path / "absent.txt")
 
 

@@ -1,4 +1,4 @@
-"""The one retry policy: bounded, backing off, honouring Retry-After, never retrying fatal errors."""
+"""The one retry policy: bounded, backing off, honouring Retry-After, never retrying the fatal."""
 
 from __future__ import annotations
 

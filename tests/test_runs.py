@@ -17,8 +17,19 @@ from popcorn.runs.store import SCHEMA_VERSION, Run, RunManifest, RunStore
 
 @pytest.mark.parametrize(
     "query",
-    ["../../etc/x", "/etc/passwd", "..", ".", "a/b\\c", "~root", "\x00nul", "   ", "日本語のみ",
-     "C:\\Windows\\system32", "-" * 300],
+    [
+        "../../etc/x",
+        "/etc/passwd",
+        "..",
+        ".",
+        "a/b\\c",
+        "~root",
+        "\x00nul",
+        "   ",
+        "日本語のみ",
+        "C:\\Windows\\system32",
+        "-" * 300,
+    ],
 )
 def test_folder_names_never_escape_the_store(query: str, tmp_path: Path):
     store = RunStore(tmp_path / "runs")
@@ -64,8 +75,11 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path: Path,
 def test_manifest_round_trips_and_records_files(tmp_path: Path):
     store = RunStore(tmp_path)
     run = store.start(RunManifest(key="k" * 64, query="a query", mode="basic"))
-    run.write_json("script", "script.json",
-                   {"script": {"title": "T", "cover_prompt": "c", "video_prompt": "v"}})
+    run.write_json(
+        "script",
+        "script.json",
+        {"script": {"title": "T", "cover_prompt": "c", "video_prompt": "v"}},
+    )
     run.save(status="done")
     loaded = Run.load(run.path)
     assert loaded.manifest.status == "done"

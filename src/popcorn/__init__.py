@@ -36,7 +36,26 @@ _EXPORTS = {
     "PopcornError": "popcorn.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "LLM",
+    "BatchReport",
+    "Completion",
+    "Decoding",
+    "GenerateResult",
+    "Generator",
+    "LLMOptions",
+    "PopcornError",
+    "QueryItem",
+    "Run",
+    "RunManifest",
+    "RunStore",
+    "Script",
+    "create_llm",
+    "generate",
+    "load_settings",
+    "parse_script",
+    "read_queries",
+]
 
 if TYPE_CHECKING:
     from popcorn.config import load_settings

@@ -23,11 +23,11 @@ errors. Secrets never come from here: API keys are read from their provider's va
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from popcorn.errors import ConfigError
@@ -88,9 +88,9 @@ class RunSettings(_Section):
 
 
 class Settings(_Section):
-    llm: LLMSettings = Field(default_factory=LLMSettings)
-    decoding: DecodingSettings = Field(default_factory=DecodingSettings)
-    run: RunSettings = Field(default_factory=RunSettings)
+    llm: LLMSettings = LLMSettings()
+    decoding: DecodingSettings = DecodingSettings()
+    run: RunSettings = RunSettings()
 
 
 Overrides = Mapping[str, Mapping[str, Any]]
@@ -113,7 +113,9 @@ def load_settings(
     _validated(merged, where)
     _merge(merged, _from_env(environ))
     _validated(merged, "environment")
-    _merge(merged, {s: {k: v for k, v in f.items() if v is not None} for s, f in (flags or {}).items()})
+    _merge(
+        merged, {s: {k: v for k, v in f.items() if v is not None} for s, f in (flags or {}).items()}
+    )
     return _validated(merged, "command line")
 
 
@@ -146,7 +148,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             found.setdefault(section, {})[key] = environ[name]
     for section, model in Settings.model_fields.items():
         assert model.annotation is not None
-        for key in model.annotation.model_fields:  # type: ignore[union-attr]
+        for key in model.annotation.model_fields:
             name = f"POPCORN_{section}_{key}".upper()
             if environ.get(name):
                 found.setdefault(section, {})[key] = environ[name]

@@ -23,9 +23,7 @@ class MissingDependencyError(PopcornError):
     """An optional dependency is not installed; the message names the extra to install."""
 
     def __init__(self, package: str, extra: str, purpose: str) -> None:
-        super().__init__(
-            f"{purpose} needs the '{package}' package: pip install 'popcorn[{extra}]'"
-        )
+        super().__init__(f"{purpose} needs the '{package}' package: pip install 'popcorn[{extra}]'")
 
 
 class ProviderError(PopcornError):

@@ -39,7 +39,9 @@ def validate_query(query: str) -> str:
     """The query, stripped; ``UsageError`` if it is empty or too long."""
     cleaned = " ".join(str(query).split())
     if not cleaned:
-        raise UsageError("the query is empty: describe the video you want, e.g. 'A cat learning to skateboard'")
+        raise UsageError(
+            "the query is empty: describe the video you want, e.g. 'A cat learning to skateboard'"
+        )
     if len(cleaned) > MAX_QUERY_CHARS:
         raise UsageError(
             f"the query has {len(cleaned):,} characters; the limit is {MAX_QUERY_CHARS:,}"
@@ -268,8 +270,10 @@ class Generator:
             "messages": follow_up[-2:],
             "raw": retry.text,
             "seconds": round(seconds, 4),
-            "usage": {"prompt_tokens": retry.prompt_tokens,
-                      "completion_tokens": retry.completion_tokens},
+            "usage": {
+                "prompt_tokens": retry.prompt_tokens,
+                "completion_tokens": retry.completion_tokens,
+            },
         }
         try:
             again = parse_script(retry.text, EXAMPLE_SCRIPT)

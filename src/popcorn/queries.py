@@ -74,7 +74,7 @@ def _from_csv(text: str, path: Path) -> list[tuple[int, str, dict[str, str]]]:
 
 
 def _from_jsonl(text: str, path: Path) -> list[tuple[int, str, dict[str, str]]]:
-    rows = []
+    rows: list[tuple[int, str, dict[str, str]]] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue

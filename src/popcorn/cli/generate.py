@@ -16,41 +16,89 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("query", required=False)
-@click.option("--queries", "queries_file", type=click.Path(path_type=Path),
-              help="Batch: a .txt file (one query a line) or .csv/.jsonl with a 'prompt' column.")
-@click.option("--llm", "spec", metavar="SPEC",
-              help="embedded (default), gguf:PATH, openai:MODEL, deepseek:MODEL, ollama:MODEL, "
-                   "hf:MODEL_ID. See 'popcorn llms'.")
+@click.option(
+    "--queries",
+    "queries_file",
+    type=click.Path(path_type=Path),
+    help="Batch: a .txt file (one query a line) or .csv/.jsonl with a 'prompt' column.",
+)
+@click.option(
+    "--llm",
+    "spec",
+    metavar="SPEC",
+    help="embedded (default), gguf:PATH, openai:MODEL, deepseek:MODEL, ollama:MODEL, "
+    "hf:MODEL_ID. See 'popcorn llms'.",
+)
 @click.option("--base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL).")
-@click.option("--out", type=click.Path(path_type=Path),
-              help="Folder for run folders.  [default: popcorn-runs]")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print JSON: one object, or one line per query in a batch.")
-@click.option("--concurrency", type=click.IntRange(1, 64),
-              help="Parallel requests for API backends in a batch.  [default: 4]")
-@click.option("--force", is_flag=True, help="Redo queries even if a run with the same settings is done.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Folder for run folders.  [default: popcorn-runs]",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON: one object, or one line per query in a batch.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    help="Parallel requests for API backends in a batch.  [default: 4]",
+)
+@click.option(
+    "--force", is_flag=True, help="Redo queries even if a run with the same settings is done."
+)
 @click.option("--temperature", type=click.FloatRange(0, 2), help="[default: 0.7]")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="[default: 0.9]")
-@click.option("--repetition-penalty", type=click.FloatRange(0, 3, min_open=True),
-              help="[default: 1.1]")
+@click.option(
+    "--repetition-penalty", type=click.FloatRange(0, 3, min_open=True), help="[default: 1.1]"
+)
 @click.option("--seed", type=click.IntRange(min=0), help="[default: 42]")
 @click.option("--max-tokens", type=click.IntRange(16, 32768), help="[default: 1024]")
-@click.option("--attempts", type=click.IntRange(1, 10),
-              help="Fresh tries when an answer cannot be parsed.  [default: 3]")
-@click.option("--timeout", type=click.FloatRange(0, min_open=True),
-              help="Seconds per HTTP request.  [default: 120]")
-@click.option("--n-ctx", type=click.IntRange(min=256), help="llama.cpp context size.  [default: 4096]")
-@click.option("--n-gpu-layers", type=click.IntRange(min=-1),
-              help="llama.cpp layers on the GPU (-1 all).  [default: 0]")
+@click.option(
+    "--attempts",
+    type=click.IntRange(1, 10),
+    help="Fresh tries when an answer cannot be parsed.  [default: 3]",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds per HTTP request.  [default: 120]",
+)
+@click.option(
+    "--n-ctx", type=click.IntRange(min=256), help="llama.cpp context size.  [default: 4096]"
+)
+@click.option(
+    "--n-gpu-layers",
+    type=click.IntRange(min=-1),
+    help="llama.cpp layers on the GPU (-1 all).  [default: 0]",
+)
 @click.option("--device-map", help="hf: device placement, e.g. auto, cpu, cuda:0.  [default: auto]")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-              help="hf: weight dtype.  [default: auto]")
-@click.option("--load-in-4bit", is_flag=True, default=None, help="hf: 4-bit weights (bitsandbytes).")
-@click.option("--load-in-8bit", is_flag=True, default=None, help="hf: 8-bit weights (bitsandbytes).")
-@click.option("--config", type=click.Path(path_type=Path),
-              help="Settings file.  [default: ./popcorn.toml if present]")
-def generate(query: str | None, queries_file: Path | None, as_json: bool, force: bool,
-             config: Path | None, **flags: Any) -> None:
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
+    help="hf: weight dtype.  [default: auto]",
+)
+@click.option(
+    "--load-in-4bit", is_flag=True, default=None, help="hf: 4-bit weights (bitsandbytes)."
+)
+@click.option(
+    "--load-in-8bit", is_flag=True, default=None, help="hf: 8-bit weights (bitsandbytes)."
+)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    help="Settings file.  [default: ./popcorn.toml if present]",
+)
+def generate(
+    query: str | None,
+    queries_file: Path | None,
+    as_json: bool,
+    force: bool,
+    config: Path | None,
+    **flags: Any,
+) -> None:
     """Write a title, a cover prompt and a 3-second video prompt for QUERY.
 
     Each query gets a run folder under --out with the script, the full LLM transcript and a
@@ -86,8 +134,17 @@ def generate(query: str | None, queries_file: Path | None, as_json: bool, force:
 def _settings(config: Path | None, flags: dict[str, Any]) -> Settings:
     from popcorn.config import load_settings
 
-    llm_keys = ("base_url", "timeout", "attempts", "n_ctx", "n_gpu_layers", "device_map",
-                "dtype", "load_in_4bit", "load_in_8bit")
+    llm_keys = (
+        "base_url",
+        "timeout",
+        "attempts",
+        "n_ctx",
+        "n_gpu_layers",
+        "device_map",
+        "dtype",
+        "load_in_4bit",
+        "load_in_8bit",
+    )
     decoding_keys = ("temperature", "top_p", "repetition_penalty", "seed", "max_tokens")
     return load_settings(
         config,
@@ -130,13 +187,14 @@ def _show(result: GenerateResult) -> None:
     Console(soft_wrap=False).print(table)
 
 
-def _batch(generator: Generator, items: list[QueryItem], settings: Settings, force: bool,
-           as_json: bool) -> None:
+def _batch(
+    generator: Generator, items: list[QueryItem], settings: Settings, force: bool, as_json: bool
+) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from popcorn.errors import PopcornError
-    from popcorn.generation import GenerateResult, QueryItem
+    from popcorn.generation import GenerateResult
 
     err = Console(stderr=True)
     concurrency = settings.run.concurrency
@@ -171,18 +229,23 @@ def _batch(generator: Generator, items: list[QueryItem], settings: Settings, for
 
     try:
         with progress:
-            report = generator.batch(items, concurrency=concurrency, force=force,
-                                     on_result=on_result)
+            report = generator.batch(
+                items, concurrency=concurrency, force=force, on_result=on_result
+            )
     except KeyboardInterrupt:
         done = int(progress.tasks[0].completed)
         err.print(
             f"popcorn: interrupted after {done} of {len(items)} queries; finished runs are kept "
-            f"in {settings.run.out}: run the same command again to resume", highlight=False)
+            f"in {settings.run.out}: run the same command again to resume",
+            highlight=False,
+        )
         sys.exit(130)
 
     new = len(report.results) - report.cached
-    summary = (f"{len(report.results)} of {len(items) - report.duplicates} done "
-               f"({new} new, {report.cached} already done), {len(report.failures)} failed")
+    summary = (
+        f"{len(report.results)} of {len(items) - report.duplicates} done "
+        f"({new} new, {report.cached} already done), {len(report.failures)} failed"
+    )
     if report.duplicates:
         summary += f", {report.duplicates} duplicate queries skipped"
     err.print(f"{summary}; runs in {settings.run.out}", highlight=False)

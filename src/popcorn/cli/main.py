@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+
 import click
 
 from popcorn import __version__
@@ -35,8 +36,9 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="popcorn")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (retries, loads) to stderr.")
-@click.option("--debug", is_flag=True, envvar="POPCORN_DEBUG",
-              help="Show full tracebacks for errors.")
+@click.option(
+    "--debug", is_flag=True, envvar="POPCORN_DEBUG", help="Show full tracebacks for errors."
+)
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
     """Popcorn turns a one-line idea into a micro-video script: a title, a cover-image prompt

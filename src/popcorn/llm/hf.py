@@ -93,9 +93,15 @@ class TransformersLLM:
         self._lock = threading.Lock()
 
     def identity(self) -> dict[str, Any]:
-        quant = "4bit" if self.options.load_in_4bit else "8bit" if self.options.load_in_8bit else None
-        return {"provider": "transformers", "model": self.model_id, "dtype": self.options.dtype,
-                "quantization": quant}
+        quant = (
+            "4bit" if self.options.load_in_4bit else "8bit" if self.options.load_in_8bit else None
+        )
+        return {
+            "provider": "transformers",
+            "model": self.model_id,
+            "dtype": self.options.dtype,
+            "quantization": quant,
+        }
 
     def complete(
         self,

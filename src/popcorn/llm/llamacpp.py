@@ -149,7 +149,7 @@ class LlamaCppLLM:
     def _grammar(self, schema: dict[str, Any]) -> Any:
         text = json.dumps(schema, sort_keys=True)
         if text not in self._grammars:
-            from llama_cpp import LlamaGrammar
+            from llama_cpp.llama_grammar import LlamaGrammar
 
             self._grammars[text] = LlamaGrammar.from_json_schema(text, verbose=False)
         return self._grammars[text]

@@ -24,8 +24,11 @@ DEEPSEEK_URL = "https://api.deepseek.com/v1"
 OLLAMA_URL = "http://localhost:11434/v1"
 
 JsonMode = Literal["json_schema", "json_object", "none"]
-_FALLBACK: dict[JsonMode, JsonMode] = {"json_schema": "json_object", "json_object": "none",
-                                       "none": "none"}
+_FALLBACK: dict[JsonMode, JsonMode] = {
+    "json_schema": "json_object",
+    "json_object": "none",
+    "none": "none",
+}
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
 
@@ -126,7 +129,9 @@ class OpenAICompatible:
     def for_deepseek(cls, model: str, options: LLMOptions) -> OpenAICompatible:
         key = os.environ.get("DEEPSEEK_API_KEY") or None
         if not key:
-            raise UsageError("deepseek: needs an API key in the DEEPSEEK_API_KEY environment variable")
+            raise UsageError(
+                "deepseek: needs an API key in the DEEPSEEK_API_KEY environment variable"
+            )
         # deepseek-reasoner (R1) rejects response_format; deepseek-chat (V3) takes json_object.
         mode: JsonMode = "none" if "reasoner" in model else "json_object"
         return cls(
@@ -159,8 +164,11 @@ class OpenAICompatible:
     # --- LLM interface --------------------------------------------------------------------
 
     def identity(self) -> dict[str, Any]:
-        return {"provider": "openai-compatible", "model": self.model,
-                "base_url": redact_url(self.base_url)}
+        return {
+            "provider": "openai-compatible",
+            "model": self.model,
+            "base_url": redact_url(self.base_url),
+        }
 
     def complete(
         self,
@@ -215,7 +223,11 @@ class OpenAICompatible:
             schema = _without_length_keywords(schema)
         return {
             "type": "json_schema",
-            "json_schema": {"name": "script", "schema": schema, "strict": self._traits.strict_schema},
+            "json_schema": {
+                "name": "script",
+                "schema": schema,
+                "strict": self._traits.strict_schema,
+            },
         }
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -235,7 +247,9 @@ class OpenAICompatible:
             except ValueError:
                 raise TransientProviderError(f"{where} sent a reply that is not JSON") from None
             if not isinstance(data, dict) or not data.get("choices"):
-                raise ProviderError(f"{where} sent a reply with no choices: {_server_message(response)}")
+                raise ProviderError(
+                    f"{where} sent a reply with no choices: {_server_message(response)}"
+                )
             return data
         message = _server_message(response)
         if "response_format" in body and status in (400, 422, 500) and _about_format(message):

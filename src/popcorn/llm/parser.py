@@ -431,7 +431,7 @@ def _validated(fields: Mapping[str, Any], example: Mapping[str, str] | None) -> 
             "echoed_example", "the model repeated the prompt's example instead of answering"
         )
     values["title"] = " ".join(values["title"].split())
-    return Script(**values)
+    return Script(values["title"], values["cover_prompt"], values["video_prompt"])
 
 
 def _squash(text: str) -> str:

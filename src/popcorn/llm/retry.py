@@ -32,7 +32,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return retry_after
-        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return backoff * (0.5 + random.random() / 2)  # jitter spreads out concurrent clients
 
 
@@ -56,8 +56,9 @@ def call_with_retries(
                     f"{policy.max_retry_after:.0f} s: try again later"
                 ) from err
             wait = policy.delay(attempt, err.retry_after)
-            log.warning("%s; retrying in %.1f s (attempt %d of %d)", err, wait, attempt + 1,
-                        policy.attempts)
+            log.warning(
+                "%s; retrying in %.1f s (attempt %d of %d)", err, wait, attempt + 1, policy.attempts
+            )
             if stop is not None:
                 if stop.wait(wait):
                     raise ProviderError("stopped while waiting to retry") from err

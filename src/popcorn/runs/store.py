@@ -104,7 +104,8 @@ class Run:
         try:
             manifest = RunManifest.model_validate(data)
         except ValidationError as err:
-            raise RunStoreError(f"{str(file)!r} is not a valid manifest: {err.errors()[0]['msg']}")
+            message = err.errors()[0]["msg"]
+            raise RunStoreError(f"{str(file)!r} is not a valid manifest: {message}") from None
         return cls(path, manifest)
 
     @property
