@@ -15,9 +15,15 @@ The project file is ``popcorn.toml`` in the current folder (or ``--config FILE``
     out = "popcorn-runs"
     concurrency = 8
 
+    [pe]
+    corpus = "popcorn-corpus"
+    refs = 10
+    categories = 1
+
 Every key can also come from ``POPCORN_<SECTION>_<KEY>`` (``POPCORN_DECODING_SEED=7``);
-``POPCORN_LLM`` and ``POPCORN_OUT`` are short forms for the two most used. Unknown keys are
-errors. Secrets never come from here: API keys are read from their provider's variable only.
+``POPCORN_LLM``, ``POPCORN_OUT`` and ``POPCORN_CORPUS`` are short forms for the most used.
+Unknown keys are errors. Secrets never come from here: API keys are read from their provider's
+variable only.
 """
 
 from __future__ import annotations
@@ -35,7 +41,11 @@ from popcorn.llm.base import Decoding
 from popcorn.llm.registry import LLMOptions
 
 PROJECT_FILE = "popcorn.toml"
-_SHORT_ENV = {"POPCORN_LLM": ("llm", "spec"), "POPCORN_OUT": ("run", "out")}
+_SHORT_ENV = {
+    "POPCORN_LLM": ("llm", "spec"),
+    "POPCORN_OUT": ("run", "out"),
+    "POPCORN_CORPUS": ("pe", "corpus"),
+}
 _SECRET_WORDS = ("key", "token", "secret", "password")
 
 
@@ -87,10 +97,20 @@ class RunSettings(_Section):
     concurrency: int = Field(4, ge=1, le=64)
 
 
+class PESettingsModel(_Section):
+    """Prompt enhancement: the corpus folder, N references, K categories, the embedder."""
+
+    corpus: Path = Path("popcorn-corpus")
+    refs: int = Field(10, ge=0, le=500)
+    categories: int = Field(1, ge=1, le=50)
+    embedder: str | None = None
+
+
 class Settings(_Section):
     llm: LLMSettings = LLMSettings()
     decoding: DecodingSettings = DecodingSettings()
     run: RunSettings = RunSettings()
+    pe: PESettingsModel = PESettingsModel()
 
 
 Overrides = Mapping[str, Mapping[str, Any]]

@@ -13,16 +13,19 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from popcorn.errors import GenerationError, ProviderError, ScriptParseError, UsageError
 from popcorn.llm.base import LLM, Completion, Decoding, Message
 from popcorn.llm.parser import ParsedAnswer, parse_script
 from popcorn.llm.prompts import (
     EXAMPLE_SCRIPT,
+    PE_JSON_SCHEMA,
+    PE_PROMPT_VERSION,
     PROMPT_VERSION,
     SCRIPT_JSON_SCHEMA,
     basic_messages,
+    pe_messages,
     shorter_title_request,
 )
 from popcorn.llm.registry import LLMOptions, create_llm
@@ -30,6 +33,10 @@ from popcorn.llm.retry import RetryPolicy, call_with_retries
 from popcorn.runs.keys import job_key
 from popcorn.runs.store import SCHEMA_VERSION, Run, RunManifest, RunStore
 from popcorn.script import TITLE_MAX_CHARS, Script, shorten_title
+
+if TYPE_CHECKING:
+    from popcorn.retrieval.enhance import Enhancer, PESettings
+    from popcorn.retrieval.search import References
 
 MAX_QUERY_CHARS = 2000
 DEFAULT_OUT = Path("popcorn-runs")
@@ -66,6 +73,8 @@ class GenerateResult:
     llm: str
     cached: bool
     """True when the script came from an earlier run with the same settings."""
+    warnings: tuple[str, ...] = ()
+    """Things the user should know, e.g. a category with fewer videos than --refs."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +87,7 @@ class GenerateResult:
             "llm": self.llm,
             "run_dir": str(self.run_dir),
             "cached": self.cached,
+            "warnings": list(self.warnings),
         }
 
 
@@ -98,10 +108,17 @@ class BatchReport:
 BatchCallback = Callable[[QueryItem, "GenerateResult | Exception"], None]
 
 
-class Generator:
-    """One LLM backend plus generation settings."""
+@dataclass(frozen=True)
+class Prompt:
+    """What is sent for one query: messages, the schema to enforce, and PE's references."""
 
-    mode = "basic"
+    messages: list[Message]
+    schema: dict[str, Any]
+    references: References | None = None
+
+
+class Generator:
+    """One LLM backend plus generation settings; ``pe`` turns on prompt enhancement."""
 
     def __init__(
         self,
@@ -112,9 +129,16 @@ class Generator:
         attempts: int = 3,
         retry: RetryPolicy | None = None,
         options: LLMOptions | None = None,
+        pe: PESettings | None = None,
     ) -> None:
         if attempts < 1:
             raise UsageError("attempts must be at least 1")
+        self.enhancer: Enhancer | None = None
+        if pe is not None:
+            from popcorn.retrieval.enhance import Enhancer
+
+            self.enhancer = Enhancer(pe)  # fails now, not mid-batch, if the index is missing
+        self.mode = "basic" if pe is None else "pe"
         self.llm = create_llm(llm, options) if isinstance(llm, str) else llm
         self.store = RunStore(out)
         self.decoding = decoding or Decoding()
@@ -125,14 +149,27 @@ class Generator:
 
     def key_inputs(self, query: str) -> dict[str, Any]:
         """Exactly what changes the output; hashed into the run's key."""
-        return {
+        inputs = {
             "schema": SCHEMA_VERSION,
             "query": query,
             "mode": self.mode,
-            "prompt": PROMPT_VERSION,
+            "prompt": self._prompt_version(),
             "llm": {"spec": self.llm.spec, **self.llm.identity()},
             "decoding": self.decoding.to_dict(),
         }
+        if self.enhancer is not None:
+            inputs["pe"] = self.enhancer.identity()
+        return inputs
+
+    def _prompt_version(self) -> str:
+        return PROMPT_VERSION if self.enhancer is None else PE_PROMPT_VERSION
+
+    def prompt(self, query: str) -> Prompt:
+        """The messages for ``query``; with PE this retrieves the references."""
+        if self.enhancer is None:
+            return Prompt(basic_messages(query), SCRIPT_JSON_SCHEMA)
+        references = self.enhancer.references(query)
+        return Prompt(pe_messages(query, references.items), PE_JSON_SCHEMA, references)
 
     def generate(
         self,
@@ -159,7 +196,7 @@ class Generator:
                 llm={"spec": self.llm.spec, **self.llm.identity()},
                 decoding=self.decoding.to_dict(),
                 seed=self.decoding.seed,
-                prompt_version=PROMPT_VERSION,
+                prompt_version=self._prompt_version(),
                 tags=dict(tags or {}),
             )
         )
@@ -171,6 +208,26 @@ class Generator:
 
     def _generate(self, run: Run, query: str, stop: threading.Event | None) -> GenerateResult:
         started = time.perf_counter()
+        prompt = self.prompt(query)
+        warnings: tuple[str, ...] = ()
+        if prompt.references is not None:
+            refs = prompt.references
+            warnings = tuple(refs.warnings)
+            run.write_json("references", "references.json", refs.to_dict())
+            assert self.enhancer is not None
+            run.save(
+                stages={
+                    **run.manifest.stages,
+                    "pe": {
+                        **self.enhancer.identity(),
+                        "used": len(refs.items),
+                        "popular": sum(r.popular for r in refs.items),
+                        "routed": [name for name, _ in refs.categories],
+                        "retrieval_seconds": round(time.perf_counter() - started, 4),
+                        "warnings": list(warnings),
+                    },
+                }
+            )
         transcript: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "attempts": []}
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0}
         llm_seconds = 0.0
@@ -180,7 +237,7 @@ class Generator:
             nonlocal llm_seconds
             t = time.perf_counter()
             completion = call_with_retries(
-                lambda: self.llm.complete(messages, decoding, SCRIPT_JSON_SCHEMA),
+                lambda: self.llm.complete(messages, decoding, prompt.schema),
                 self.retry,
                 stop=stop,
             )
@@ -195,12 +252,16 @@ class Generator:
             # Each attempt is a fresh conversation with its own seed: reproducible, and a bad
             # first answer does not steer the next one.
             decoding = self.decoding.with_seed(self.decoding.seed + attempt - 1)
-            messages = basic_messages(query)
+            messages = prompt.messages
             completion, seconds = call(messages, decoding)
             entry: dict[str, Any] = _entry(attempt, decoding.seed, messages, completion, seconds)
             transcript["attempts"].append(entry)
             try:
                 parsed = parse_script(completion.text, EXAMPLE_SCRIPT)
+                if prompt.references is not None:
+                    from popcorn.retrieval.enhance import check_original
+
+                    check_original(parsed.script, prompt.references)
             except ScriptParseError as err:
                 entry["outcome"] = {"ok": False, "reason": err.reason, "detail": err.detail}
                 last_error = err
@@ -230,7 +291,7 @@ class Generator:
                 llm={**run.manifest.llm, "notes": completion.notes},
                 error=None,
             )
-            return self._result(run, parsed.script, cached=False)
+            return self._result(run, parsed.script, cached=False, warnings=warnings)
 
         assert last_error is not None
         run.save(
@@ -289,7 +350,11 @@ class Generator:
         )
         return ParsedAnswer(script, parsed.reasoning)
 
-    def _result(self, run: Run, script: Script, cached: bool) -> GenerateResult:
+    def _result(
+        self, run: Run, script: Script, cached: bool, warnings: tuple[str, ...] | None = None
+    ) -> GenerateResult:
+        if warnings is None:
+            warnings = tuple(run.manifest.stages.get("pe", {}).get("warnings", ()))
         return GenerateResult(
             query=run.manifest.query,
             script=script,
@@ -297,6 +362,7 @@ class Generator:
             mode=run.manifest.mode,
             llm=self.llm.spec,
             cached=cached,
+            warnings=warnings,
         )
 
     # --- batches --------------------------------------------------------------------------

@@ -87,6 +87,24 @@ if TYPE_CHECKING:
     "--load-in-8bit", is_flag=True, default=None, help="hf: 8-bit weights (bitsandbytes)."
 )
 @click.option(
+    "--pe", is_flag=True, help="Prompt enhancement: reference videos + a reasoning chain."
+)
+@click.option(
+    "--refs",
+    type=click.IntRange(0, 500),
+    help="PE: references shown to the LLM (0: reasoning chain only).  [default: 10]",
+)
+@click.option(
+    "--categories",
+    type=click.IntRange(1, 50),
+    help="PE: nearest categories to retrieve from.  [default: 1]",
+)
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    help="PE: corpus folder with its index.  [default: popcorn-corpus]",
+)
+@click.option(
     "--config",
     type=click.Path(path_type=Path),
     help="Settings file.  [default: ./popcorn.toml if present]",
@@ -96,6 +114,7 @@ def generate(
     queries_file: Path | None,
     as_json: bool,
     force: bool,
+    pe: bool,
     config: Path | None,
     **flags: Any,
 ) -> None:
@@ -110,19 +129,22 @@ def generate(
       popcorn generate "A cat learning to skateboard"
       popcorn generate "Street food in Bangkok at night" --json
       popcorn generate --queries queries.csv --llm openai:gpt-4o --concurrency 8
+      popcorn generate "How to cook ramen at home" --pe --refs 50 --categories 2
     """
     from popcorn.errors import UsageError
 
     if (query is None) == (queries_file is None):
         raise UsageError("give either a QUERY or --queries FILE (see popcorn generate --help)")
     settings = _settings(config, flags)
-    generator = _generator(settings)
+    generator = _generator(settings, pe)
     if query is not None:
         result = generator.generate(query, force=force)
         if as_json:
             click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         else:
             _show(result)
+        for warning in result.warnings:
+            click.echo(f"popcorn: warning: {warning}", err=True)
         return
 
     from popcorn.queries import read_queries
@@ -152,14 +174,30 @@ def _settings(config: Path | None, flags: dict[str, Any]) -> Settings:
             "llm": {"spec": flags["spec"], **{k: flags[k] for k in llm_keys}},
             "decoding": {k: flags[k] for k in decoding_keys},
             "run": {"out": flags["out"], "concurrency": flags["concurrency"]},
+            "pe": {
+                "refs": flags["refs"],
+                "categories": flags["categories"],
+                "corpus": flags["corpus"],
+            },
         },
     )
 
 
-def _generator(settings: Settings) -> Generator:
+def _generator(settings: Settings, pe: bool) -> Generator:
     from popcorn.generation import Generator
     from popcorn.llm.retry import RetryPolicy
+    from popcorn.retrieval.enhance import PESettings
 
+    pe_settings = (
+        PESettings(
+            refs=settings.pe.refs,
+            categories=settings.pe.categories,
+            corpus=settings.pe.corpus,
+            embedder=settings.pe.embedder,
+        )
+        if pe
+        else None
+    )
     return Generator(
         settings.llm.spec,
         out=settings.run.out,
@@ -167,6 +205,7 @@ def _generator(settings: Settings) -> Generator:
         attempts=settings.llm.attempts,
         retry=RetryPolicy(attempts=settings.llm.retries),
         options=settings.llm.options(),
+        pe=pe_settings,
     )
 
 
@@ -181,6 +220,7 @@ def _show(result: GenerateResult) -> None:
     table.add_row("Cover prompt", result.script.cover_prompt)
     table.add_row("Video prompt", result.script.video_prompt)
     note = " (already done with these settings; --force redoes it)" if result.cached else ""
+    table.add_row("Mode", "PE (references + reasoning)" if result.mode == "pe" else "basic")
     table.add_row("Run folder", f"{result.run_dir}{note}")
     if "title_shortened" in result.script.flags:
         table.add_row("Note", "the model's title was over 50 characters and was shortened")

@@ -12,6 +12,7 @@ from popcorn import __version__
 from popcorn.errors import PopcornError
 
 _COMMANDS = {
+    "corpus": ("popcorn.cli.corpus", "corpus"),
     "generate": ("popcorn.cli.generate", "generate"),
     "llms": ("popcorn.cli.llms", "llms"),
 }
@@ -48,6 +49,8 @@ def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
     Examples:
       popcorn generate "A cat learning to skateboard"
       popcorn generate --queries queries.csv --llm deepseek:deepseek-chat --concurrency 8
+      popcorn corpus import microlens ~/data/MicroLens-100k && popcorn corpus index
+      popcorn generate "How to cook ramen at home" --pe --refs 10
       popcorn llms
     """
     ctx.obj = {"debug": debug}

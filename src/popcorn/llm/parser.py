@@ -83,9 +83,12 @@ def parse_script(text: str, example: Mapping[str, str] | None = None) -> ParsedA
         if fields is None:
             continue
         try:
-            return ParsedAnswer(_validated(fields, example), reasoning)
+            script = _validated(fields, example)
         except ScriptParseError as err:
             failures.append(err)
+            continue
+        stated = _stated_reasoning(obj)
+        return ParsedAnswer(script, "\n\n".join(r for r in (reasoning, stated) if r))
     if failures:
         raise failures[0]
 
@@ -389,6 +392,21 @@ def _find_fields(obj: Any) -> dict[str, Any] | None:
     return best
 
 
+_REASONING_KEYS = {"reasoning", "analysis", "thoughts", "thinking", "chainofthought", "steps"}
+
+
+def _stated_reasoning(obj: Any) -> str:
+    """The reasoning an answer gives inside its JSON (the PE schema asks for a field)."""
+    for candidate in _dicts(obj, depth=3):
+        for key, value in candidate.items():
+            if _normalise_key(str(key)) in _REASONING_KEYS:
+                if isinstance(value, list):
+                    value = "\n".join(str(v) for v in value)
+                if isinstance(value, str) and value.strip():
+                    return value.strip()
+    return ""
+
+
 def _dicts(obj: Any, depth: int) -> Iterator[Mapping[str, Any]]:
     if isinstance(obj, Mapping):
         yield obj
@@ -438,7 +456,7 @@ def _squash(text: str) -> str:
     return " ".join(text.lower().split()).strip(" .!")
 
 
-def _similar(a: str, b: str) -> bool:
+def similar(a: str, b: str) -> bool:
     """Near-identical: the same text give or take punctuation or a word or two."""
     a, b = _squash(a), _squash(b)
     if not a or not b:
@@ -450,7 +468,7 @@ def _similar(a: str, b: str) -> bool:
 
 
 def _is_echo(values: Mapping[str, str], example: Mapping[str, str]) -> bool:
-    same = {f for f in FIELDS if _similar(values[f], example.get(f, ""))}
+    same = {f for f in FIELDS if similar(values[f], example.get(f, ""))}
     # Copying either long prompt is copying the example, whatever the title says.
     return same == set(FIELDS) or bool(same & {"cover_prompt", "video_prompt"})
 

@@ -1,0 +1,284 @@
+"""``popcorn corpus``: import reference videos, index them, and search them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from popcorn.retrieval.corpus import Corpus, ImportReport
+    from popcorn.retrieval.search import References
+
+_corpus_option = click.option(
+    "--corpus",
+    "corpus_dir",
+    type=click.Path(path_type=Path),
+    help="Corpus folder (also POPCORN_CORPUS).  [default: popcorn-corpus]",
+)
+_config_option = click.option("--config", type=click.Path(path_type=Path), help="Settings file.")
+
+
+def _corpus_folder(corpus_dir: Path | None, config: Path | None) -> Path:
+    from popcorn.config import load_settings
+
+    return load_settings(config, {"pe": {"corpus": corpus_dir}}).pe.corpus
+
+
+@click.group()
+def corpus() -> None:
+    """Reference micro-videos for prompt enhancement (PE).
+
+    \b
+    Typical use:
+      popcorn corpus import microlens ~/data/MicroLens-100k
+      popcorn corpus index
+      popcorn corpus search "How to cook ramen at home"
+      popcorn generate "How to cook ramen at home" --pe
+    """
+
+
+@corpus.group("import")
+def import_() -> None:
+    """Import a corpus (replaces the one in --corpus)."""
+
+
+def _save(corpus_: Corpus, report: ImportReport, folder: Path, as_json: bool) -> None:
+    corpus_.save(folder, report)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {**report.to_dict(), "corpus": str(folder), "version": corpus_.version},
+                ensure_ascii=False,
+            )
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    categories = len(corpus_.categories())
+    console.print(
+        f"kept {report.kept:,} videos in {categories} categories -> {folder} "
+        f"(version {corpus_.version})",
+        highlight=False,
+    )
+    if report.skipped:
+        table = Table("skipped", "lines", "e.g.", box=None, header_style="bold")
+        for reason, count in report.skipped.most_common():
+            table.add_row(reason, f"{count:,}", ", ".join(report.examples.get(reason, [])))
+        console.print(table)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"next: popcorn corpus index --corpus {folder}", highlight=False)
+
+
+@import_.command("microlens")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--captions",
+    type=click.Path(path_type=Path),
+    help="English caption file (tab: video_id, caption).  [default: found in FOLDER]",
+)
+@_corpus_option
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
+def import_microlens(
+    folder: Path, captions: Path | None, corpus_dir: Path | None, config: Path | None, as_json: bool
+) -> None:
+    """Read MicroLens-100k's raw files from FOLDER (likes/views, titles, comments, categories,
+    and the optional captions). Popularity is each video's comment count."""
+    from popcorn.retrieval.corpus import import_microlens as read
+
+    corpus_, report = read(folder, captions)
+    _save(corpus_, report, _corpus_folder(corpus_dir, config), as_json)
+
+
+@import_.command("table")
+@click.argument("file", type=click.Path(path_type=Path))
+@_corpus_option
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
+def import_table(file: Path, corpus_dir: Path | None, config: Path | None, as_json: bool) -> None:
+    """Read the pre-joined table (parquet, CSV or JSONL; columns video_id, title_en, cover_desc,
+    caption_en, partition or category, likes, views, comment_count)."""
+    from popcorn.retrieval.corpus import import_table as read
+
+    corpus_, report = read(file)
+    _save(corpus_, report, _corpus_folder(corpus_dir, config), as_json)
+
+
+@import_.command("hf")
+@click.argument("dataset_id")
+@click.option("--split", default="train", show_default=True)
+@_corpus_option
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
+def import_hf(
+    dataset_id: str, split: str, corpus_dir: Path | None, config: Path | None, as_json: bool
+) -> None:
+    """Load the pre-joined table from the dataset hub (needs network and 'popcorn[data]')."""
+    from popcorn.retrieval.corpus import import_hf as read
+
+    corpus_, report = read(dataset_id, split)
+    _save(corpus_, report, _corpus_folder(corpus_dir, config), as_json)
+
+
+@corpus.command()
+@click.option(
+    "--embedder",
+    help="minilm-l6 (default, offline), minilm-l12 (the study's), or a "
+    "sentence-transformers hub id or folder.",
+)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@_corpus_option
+@_config_option
+def index(
+    embedder: str | None, batch_size: int, corpus_dir: Path | None, config: Path | None
+) -> None:
+    """Embed every video (title + cover description + caption) and category once, into a
+    persistent index inside the corpus folder. Rebuilding replaces it atomically."""
+    from rich.console import Console
+
+    from popcorn.config import load_settings
+    from popcorn.retrieval.embedders import DEFAULT_EMBEDDER, Embedder
+    from popcorn.retrieval.index import build_index
+
+    settings = load_settings(config, {"pe": {"corpus": corpus_dir, "embedder": embedder}})
+    folder = settings.pe.corpus
+    model = Embedder(settings.pe.embedder or DEFAULT_EMBEDDER)
+    err = Console(stderr=True)
+    with _progress(err, "embedding") as advance:
+        meta = build_index(folder, model, batch_size=batch_size, progress=advance)
+    rate = meta["videos"] / max(meta["build_seconds"], 1e-9)
+    Console().print(
+        f"indexed {meta['videos']:,} videos and {len(meta['categories'])} categories "
+        f"with {meta['embedder']['name']} in {meta['build_seconds']:.1f} s "
+        f"({rate:,.0f} videos/s) -> {folder / 'index'}",
+        highlight=False,
+    )
+
+
+@corpus.command()
+@click.argument("query")
+@click.option("--refs", type=click.IntRange(0, 500), help="References to retrieve.  [default: 10]")
+@click.option(
+    "--categories", type=click.IntRange(1, 50), help="Nearest categories to search.  [default: 1]"
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the references as JSON.")
+@_corpus_option
+@_config_option
+def search(
+    query: str,
+    refs: int | None,
+    categories: int | None,
+    as_json: bool,
+    corpus_dir: Path | None,
+    config: Path | None,
+) -> None:
+    """Show the categories QUERY routes to and the references PE would give the LLM."""
+    from popcorn.config import load_settings
+    from popcorn.generation import validate_query
+    from popcorn.retrieval.index import load_index
+    from popcorn.retrieval.search import Retriever
+
+    settings = load_settings(
+        config, {"pe": {"corpus": corpus_dir, "refs": refs, "categories": categories}}
+    )
+    query = validate_query(query)
+    retriever = Retriever(load_index(settings.pe.corpus, settings.pe.embedder))
+    found = retriever.search(query, settings.pe.refs, settings.pe.categories)
+    if as_json:
+        click.echo(json.dumps(found.to_dict(), ensure_ascii=False))
+    else:
+        _show_references(found)
+
+
+def _show_references(found: References) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    routed = ", ".join(f"{name} ({score:.2f})" for name, score in found.categories)
+    console.print(f"categories: {routed}", highlight=False)
+    table = Table("#", "label", "comments", "sim", "title", "caption", header_style="bold")
+    for ref in found.items:
+        label = "[green]popular[/]" if ref.popular else "[red]unpopular[/]"
+        table.add_row(
+            str(ref.rank),
+            label,
+            f"{ref.comment_count:,}",
+            f"{ref.similarity:.2f}",
+            ref.title,
+            ref.caption[:60],
+        )
+    console.print(table)
+    err = Console(stderr=True)
+    for warning in found.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+@corpus.command()
+@_corpus_option
+@_config_option
+def info(corpus_dir: Path | None, config: Path | None) -> None:
+    """Show the corpus and whether its index is current."""
+    from popcorn.errors import UsageError
+    from popcorn.retrieval.corpus import Corpus
+    from popcorn.retrieval.index import load_index
+
+    folder = _corpus_folder(corpus_dir, config)
+    corpus_ = Corpus.load(folder)
+    meta = corpus_.meta
+    click.echo(f"corpus   {folder} (version {corpus_.version}, from {meta['import']['source']})")
+    click.echo(f"videos   {len(corpus_.videos):,} in {len(corpus_.categories())} categories")
+    try:
+        idx = load_index(folder)
+        click.echo(
+            f"index    {idx.meta['videos']:,} videos, embedder {idx.embedder_name}, "
+            f"built {idx.meta['built_at']}"
+        )
+    except UsageError as err:
+        click.echo(f"index    not usable: {err}")
+
+
+@corpus.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--videos", type=click.IntRange(1, 1_000_000), default=500, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def synth(folder: Path, videos: int, seed: int) -> None:
+    """Write a generated corpus in MicroLens' file formats (and a pre-joined table.jsonl) to
+    FOLDER, for trying PE without the real data. Not MicroLens data."""
+    from popcorn.retrieval.synthetic import generate_microlens
+
+    report = generate_microlens(folder, videos=videos, seed=seed)
+    click.echo(
+        f"wrote {report.videos:,} generated videos in {report.categories} categories to "
+        f"{folder}: {', '.join(report.files)}"
+    )
+
+
+@contextmanager
+def _progress(console: Any, label: str) -> Iterator[Callable[[int, int], None]]:
+    """Yield ``advance(done, total)`` driving a progress bar on ``console`` (if a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    task = progress.add_task(label, total=None)
+
+    def advance(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    with progress:
+        yield advance
