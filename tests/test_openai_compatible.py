@@ -72,22 +72,27 @@ def test_generate_against_a_real_llama_cpp_server(cli, monkeypatch, llama_proxy:
         assert not file.is_file() or secret not in file.read_text()
 
 
-def test_batch_runs_concurrently_and_resumes(cli, tmp_path: Path, llama_proxy: FaultProxy):
+def batch_args(tmp_path: Path, proxy: FaultProxy, concurrency: int) -> list[str]:
+    """The command line of a batch of QUERIES against ``proxy``."""
     queries = tmp_path / "q.txt"
     queries.write_text("\n".join(QUERIES) + "\n")
-    args = (
+    return [
         "generate",
         "--queries",
         str(queries),
         "--llm",
         "openai:smollm2",
         "--base-url",
-        llama_proxy.url,
+        proxy.url,
         "--out",
         "runs",
         "--concurrency",
-        "3",
-    )
+        str(concurrency),
+    ]
+
+
+def test_batch_runs_concurrently_and_resumes(cli, tmp_path: Path, llama_proxy: FaultProxy):
+    args = batch_args(tmp_path, llama_proxy, concurrency=3)
     first = cli(*args)
     assert first.code == 0, first.err
     assert "4 of 4 done (4 new, 0 already done), 0 failed" in first.err
@@ -131,23 +136,9 @@ def test_rate_limit_is_retried_after_the_servers_delay(cli, caplog, llama_proxy:
 def test_ctrl_c_in_a_batch_keeps_finished_runs_and_rerun_resumes(
     cli, tmp_path: Path, llama_proxy: FaultProxy
 ):
-    queries = tmp_path / "q.txt"
-    queries.write_text("\n".join(QUERIES) + "\n")
     llama_proxy.delay = 0.5
     popcorn = Path(sys.executable).with_name("popcorn")
-    args = [
-        "generate",
-        "--queries",
-        str(queries),
-        "--llm",
-        "openai:smollm2",
-        "--base-url",
-        llama_proxy.url,
-        "--out",
-        "runs",
-        "--concurrency",
-        "1",
-    ]
+    args = batch_args(tmp_path, llama_proxy, concurrency=1)
     proc = subprocess.Popen(
         [str(popcorn), *args],
         stdout=subprocess.PIPE,

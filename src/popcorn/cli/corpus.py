@@ -196,6 +196,8 @@ def search(
         click.echo(json.dumps(found.to_dict(), ensure_ascii=False))
     else:
         _show_references(found)
+    for warning in found.warnings:
+        click.echo(f"popcorn: warning: {warning}", err=True)
 
 
 def _show_references(found: References) -> None:
@@ -217,9 +219,6 @@ def _show_references(found: References) -> None:
             ref.caption[:60],
         )
     console.print(table)
-    err = Console(stderr=True)
-    for warning in found.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 @corpus.command()
