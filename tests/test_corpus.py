@@ -49,7 +49,7 @@ def test_microlens_import_keeps_every_video_and_reports_every_quirk(raw: Path):
 
 def test_microlens_missing_file_is_named(raw: Path):
     (raw / "tags_to_summary.csv").unlink()
-    with pytest.raises(UsageError, match="tags_to_summary.csv"):
+    with pytest.raises(UsageError, match=r"tags_to_summary\.csv"):
         import_microlens(raw)
 
 
