@@ -115,8 +115,13 @@ class LlamaCppLLM:
     ) -> Completion:
         kwargs = self.request(messages, decoding, json_schema)
         with self._lock:
+            model = self.model
+            # llama.cpp reuses the KV cache of the previous prompt's common prefix, and a
+            # cached prefix gives slightly different logits than a fresh one: without a reset
+            # the same seed could give another script depending on what ran before.
+            model.reset()
             try:
-                out = self.model.create_chat_completion(**kwargs)
+                out = model.create_chat_completion(**kwargs)
             except ValueError as err:  # e.g. the prompt does not fit the context window
                 raise ProviderError(f"llama.cpp: {err} (raise --n-ctx?)") from None
         choice = out["choices"][0]
