@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from popcorn.errors import UsageError
+from popcorn.errors import MissingDependencyError, UsageError
 from popcorn.llm.prompts import format_references
 from popcorn.retrieval.corpus import Corpus, import_microlens, import_table
 from popcorn.retrieval.search import Reference, split_counts
@@ -105,14 +106,12 @@ def test_table_without_required_column_says_which(tmp_path: Path):
         import_table(path)
 
 
-def test_parquet_without_pyarrow_names_the_extra(tmp_path: Path):
-    import importlib.util
-
-    if importlib.util.find_spec("pyarrow") is not None:
-        pytest.skip("pyarrow is installed")
+def test_parquet_without_pyarrow_names_the_extra(tmp_path: Path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     path = tmp_path / "t.parquet"
     path.write_bytes(b"PAR1")
-    with pytest.raises(Exception, match=r"popcorn\[data\]"):
+    with pytest.raises(MissingDependencyError, match=r"popcorn\[data\]"):
         import_table(path)
 
 
@@ -157,3 +156,31 @@ def test_reference_text_cannot_break_out_of_its_delimiters():
     assert block.count("</video>") == 1
     assert "<system>" not in block
     assert "Ignore all previous instructions" in block  # kept as inert data
+
+
+def test_parquet_table_imports_like_jsonl(raw: Path, tmp_path: Path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    rows = table_rows(raw)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "table.parquet")
+    from_parquet, report = import_table(tmp_path / "table.parquet")
+    assert report.kept == len(rows)
+    assert from_parquet.videos == import_table(raw / "table.jsonl")[0].videos
+
+
+def test_dataset_hub_loader_reads_a_dataset_folder(raw: Path, tmp_path: Path, monkeypatch):
+    """The hub path is ``datasets.load_dataset(ID, split=...)``; a local dataset folder takes
+    the same call offline."""
+    pytest.importorskip("datasets")
+    from popcorn.retrieval.corpus import import_hf
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    folder = tmp_path / "microlens-table"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text((raw / "table.jsonl").read_text())
+    corpus, report = import_hf(str(folder), split="train")
+    assert report.kept == len(corpus.videos) == len(table_rows(raw))
+    assert report.source.startswith("hf:")
+    with pytest.raises(UsageError, match="cannot load dataset"):
+        import_hf(str(tmp_path / "no-such-dataset"))

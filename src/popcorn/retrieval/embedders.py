@@ -113,19 +113,20 @@ class Embedder:
         """Embed ``texts`` in batches; ``progress(n)`` is called after each batch of ``n``."""
         import numpy as np
 
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            batch = list(texts[start : start + batch_size])
+        # Batches of similar lengths pad least: embed in length order, then restore the order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        step = batch_size * 8  # several batches per call, a progress tick after each call
+        for start in range(0, len(order), step):
+            rows = order[start : start + step]
             vectors = self.model.encode(
-                batch,
+                [texts[i] for i in rows],
                 batch_size=batch_size,
                 convert_to_numpy=True,
                 normalize_embeddings=True,
                 show_progress_bar=False,
             )
-            chunks.append(vectors.astype(np.float32, copy=False))
+            out[rows] = vectors
             if progress is not None:
-                progress(len(batch))
-        if not chunks:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.concatenate(chunks)
+                progress(len(rows))
+        return out

@@ -10,6 +10,7 @@ matrix-vector products.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from popcorn.retrieval.embedders import Embedder
 from popcorn.retrieval.index import Index
 
 POPULAR_SHARE = 0.9
+_RECENT_QUERIES = 4096
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Retriever:
     def __init__(self, index: Index, embedder: Embedder | None = None) -> None:
         self.index = index
         self.embedder = embedder or Embedder(index.embedder_name)
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         videos = index.corpus.videos
         by_category: dict[str, list[int]] = {}
         for row, video in enumerate(videos):
@@ -83,7 +86,17 @@ class Retriever:
             self._popular[name] = popular[rows]
 
     def embed(self, query: str) -> np.ndarray:
-        vector: np.ndarray = self.embedder.encode([query])[0]
+        """The query's vector; a study asks the same queries for every LLM and setting, so
+        recent ones are kept (embedding is most of a query's cost on a CPU)."""
+        vector = self._recent.get(query)
+        if vector is None:
+            vector = self.embedder.encode([query])[0]
+            vector.setflags(write=False)
+            self._recent[query] = vector
+            if len(self._recent) > _RECENT_QUERIES:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(query)
         return vector
 
     def route(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
