@@ -69,7 +69,7 @@ def test_generate_against_a_real_llama_cpp_server(cli, monkeypatch, llama_proxy:
     assert manifest["usage"]["prompt_tokens"] > 0
     assert secret not in result.err
     for file in Path("runs").rglob("*"):
-        assert not file.is_file() or secret not in file.read_text()
+        assert not file.is_file() or secret.encode() not in file.read_bytes()
 
 
 def batch_args(tmp_path: Path, proxy: FaultProxy, concurrency: int) -> list[str]:

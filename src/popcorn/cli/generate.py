@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from popcorn.cli.render import build_media_options, media_options
+
 if TYPE_CHECKING:
     from popcorn.config import Settings
     from popcorn.generation import GenerateResult, Generator, QueryItem
+    from popcorn.media.render import MediaOptions
 
 
 @click.command()
@@ -109,6 +112,7 @@ if TYPE_CHECKING:
     type=click.Path(path_type=Path),
     help="Settings file.  [default: ./popcorn.toml if present]",
 )
+@media_options
 def generate(
     query: str | None,
     queries_file: Path | None,
@@ -120,9 +124,10 @@ def generate(
 ) -> None:
     """Write a title, a cover prompt and a 3-second video prompt for QUERY.
 
-    Each query gets a run folder under --out with the script, the full LLM transcript and a
-    manifest. A query already done with the same settings is not asked again; a batch that
-    was interrupted picks up where it stopped.
+    Each query gets a run folder under --out with the script, the full LLM transcript, a
+    manifest, and media: cover.png and clip.mp4 (by default a PREVIEW animatic made without a
+    diffusion model; --video none --cover none skips them). A query already done with the
+    same settings is not asked again; a batch that was interrupted picks up where it stopped.
 
     \b
     Examples:
@@ -135,14 +140,22 @@ def generate(
 
     if (query is None) == (queries_file is None):
         raise UsageError("give either a QUERY or --queries FILE (see popcorn generate --help)")
+    media = build_media_options(flags)
     settings = _settings(config, flags)
     generator = _generator(settings, pe)
     if query is not None:
+        from popcorn.media.render import render
+
         result = generator.generate(query, force=force)
+        stage = render(result.run_dir, media, force=force)
         if as_json:
-            click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+            click.echo(
+                json.dumps(
+                    {**result.to_dict(), **_media_fields(result.run_dir, stage)}, ensure_ascii=False
+                )
+            )
         else:
-            _show(result)
+            _show(result, stage)
         for warning in result.warnings:
             click.echo(f"popcorn: warning: {warning}", err=True)
         return
@@ -150,7 +163,7 @@ def generate(
     from popcorn.queries import read_queries
 
     assert queries_file is not None
-    _batch(generator, read_queries(queries_file), settings, force, as_json)
+    _batch(generator, read_queries(queries_file), settings, force, as_json, media)
 
 
 def _settings(config: Path | None, flags: dict[str, Any]) -> Settings:
@@ -209,7 +222,16 @@ def _generator(settings: Settings, pe: bool) -> Generator:
     )
 
 
-def _show(result: GenerateResult) -> None:
+def _media_fields(run_dir: Path, stage: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for role, key in (("video", "clip"), ("cover", "cover")):
+        if role in stage:
+            fields[key] = str(run_dir / stage[role]["file"])
+            fields[f"{key}_preview"] = stage[role]["preview"]
+    return fields
+
+
+def _show(result: GenerateResult, stage: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -221,6 +243,10 @@ def _show(result: GenerateResult) -> None:
     table.add_row("Video prompt", result.script.video_prompt)
     note = " (already done with these settings; --force redoes it)" if result.cached else ""
     table.add_row("Mode", "PE (references + reasoning)" if result.mode == "pe" else "basic")
+    for role, label in (("video", "Clip"), ("cover", "Cover")):
+        if role in stage:
+            kind = " (PREVIEW: no diffusion model)" if stage[role]["preview"] else ""
+            table.add_row(label, f"{stage[role]['file']}{kind}")
     table.add_row("Run folder", f"{result.run_dir}{note}")
     if "title_shortened" in result.script.flags:
         table.add_row("Note", "the model's title was over 50 characters and was shortened")
@@ -228,13 +254,19 @@ def _show(result: GenerateResult) -> None:
 
 
 def _batch(
-    generator: Generator, items: list[QueryItem], settings: Settings, force: bool, as_json: bool
+    generator: Generator,
+    items: list[QueryItem],
+    settings: Settings,
+    force: bool,
+    as_json: bool,
+    media: MediaOptions,
 ) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from popcorn.errors import PopcornError
     from popcorn.generation import GenerateResult
+    from popcorn.media.render import render
 
     err = Console(stderr=True)
     concurrency = settings.run.concurrency
@@ -253,11 +285,20 @@ def _batch(
     task = progress.add_task("generating", total=len(items), failed=0)
     failed = 0
 
+    media_failures: list[tuple[str, str]] = []
+
     def on_result(item: QueryItem, outcome: GenerateResult | Exception) -> None:
         nonlocal failed
         if isinstance(outcome, GenerateResult):
+            try:
+                # Media are rendered here, one at a time: GPU generators must not overlap.
+                stage = render(outcome.run_dir, media, force=force)
+            except PopcornError as error:
+                media_failures.append((outcome.query, f"media: {error}"))
+                stage = {}
             if as_json:
-                sys.stdout.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
+                line = {**outcome.to_dict(), **_media_fields(outcome.run_dir, stage)}
+                sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
                 sys.stdout.flush()
         else:
             failed += 1
@@ -289,9 +330,10 @@ def _batch(
     if report.duplicates:
         summary += f", {report.duplicates} duplicate queries skipped"
     err.print(f"{summary}; runs in {settings.run.out}", highlight=False)
-    for query, message in report.failures[:10]:
+    failures = report.failures + media_failures
+    for query, message in failures[:10]:
         err.print(f"  failed: {query[:60]!r}: {message}", highlight=False, markup=False)
     if report.stopped:
         raise PopcornError(f"batch stopped early: {report.stopped}")
-    if report.failures:
-        raise PopcornError(f"{len(report.failures)} queries failed; rerun to retry them")
+    if failures:
+        raise PopcornError(f"{len(failures)} queries failed; rerun to retry them")

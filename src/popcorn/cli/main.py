@@ -15,6 +15,7 @@ _COMMANDS = {
     "corpus": ("popcorn.cli.corpus", "corpus"),
     "generate": ("popcorn.cli.generate", "generate"),
     "llms": ("popcorn.cli.llms", "llms"),
+    "render": ("popcorn.cli.render", "render"),
 }
 
 

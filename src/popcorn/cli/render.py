@@ -1,0 +1,86 @@
+"""``popcorn render``: (re)render a run folder's cover and clip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+_GENERATOR_HELP = "preview (an animatic, no model) or none."
+
+
+def media_options(func: Any) -> Any:
+    """The options shared by ``render`` and ``generate``."""
+    options = [
+        click.option(
+            "--video",
+            "video",
+            metavar="NAME",
+            help=f"Clip generator: {_GENERATOR_HELP}  [default: preview]",
+        ),
+        click.option(
+            "--cover",
+            "cover",
+            metavar="NAME",
+            help=f"Cover generator: {_GENERATOR_HELP}  [default: preview]",
+        ),
+        click.option("--portrait", is_flag=True, help="9:16 output, the micro-video norm."),
+        click.option("--width", type=int, help="Override the preset's width."),
+        click.option("--height", type=int, help="Override the preset's height."),
+        click.option("--frames", type=int, help="Override the preset's frame count."),
+        click.option("--fps", type=int, help="Override the preset's frame rate."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_media_options(flags: dict[str, Any]) -> Any:
+    from popcorn.media.render import MediaOptions
+
+    def generator(value: str | None) -> str | None:
+        return None if value == "none" else (value or "preview")
+
+    return MediaOptions(
+        video=generator(flags.pop("video")),
+        cover=generator(flags.pop("cover")),
+        portrait=flags.pop("portrait"),
+        width=flags.pop("width"),
+        height=flags.pop("height"),
+        frames=flags.pop("frames"),
+        fps=flags.pop("fps"),
+    )
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@media_options
+@click.option("--force", is_flag=True, help="Render again even if nothing changed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the media record as JSON.")
+def render(run_dir: Path, force: bool, as_json: bool, **flags: Any) -> None:
+    """Render the cover and the 3-second clip of RUN_DIR's script, with other generators or
+    settings if asked. Files: RUN_DIR/cover.png and RUN_DIR/clip.mp4 (H.264)."""
+    from popcorn.media.render import render as render_media
+
+    stage = render_media(run_dir, build_media_options(flags), force=force)
+    if as_json:
+        click.echo(json.dumps(stage, ensure_ascii=False))
+        return
+    describe(run_dir, stage)
+
+
+def describe(run_dir: Path, stage: dict[str, Any]) -> None:
+    video, cover = stage.get("video"), stage.get("cover")
+    if video:
+        label = " (PREVIEW animatic)" if video["preview"] else ""
+        click.echo(
+            f"clip   {Path(run_dir) / video['file']}: {video['width']}x{video['height']}, "
+            f"{video['frames']} frames at {video['fps']} fps{label}"
+        )
+    if cover:
+        label = " (PREVIEW card)" if cover["preview"] else ""
+        click.echo(
+            f"cover  {Path(run_dir) / cover['file']}: {cover['width']}x{cover['height']}{label}"
+        )
