@@ -134,3 +134,11 @@ def test_full_disk_mid_write_leaves_the_previous_clip(cli, run_dir: Path, monkey
     assert result.code == 1 and "No space left on device" in result.err
     assert (run_dir / "clip.mp4").read_bytes() == before
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_generate_checks_media_options_before_asking_the_llm(cli, fault_proxy):
+    result = cli(
+        "generate", "a cat", "--llm", "openai:m", "--base-url", fault_proxy.url, "--width", "641"
+    )
+    assert result.code == 1 and "--width must be an even number" in result.err
+    assert fault_proxy.requests == []

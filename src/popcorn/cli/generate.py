@@ -141,6 +141,7 @@ def generate(
     if (query is None) == (queries_file is None):
         raise UsageError("give either a QUERY or --queries FILE (see popcorn generate --help)")
     media = build_media_options(flags)
+    media.check()
     settings = _settings(config, flags)
     generator = _generator(settings, pe)
     if query is not None:

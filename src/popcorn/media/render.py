@@ -30,6 +30,12 @@ class MediaOptions:
     negative_prompt: str | None = None
     seed: int | None = None
 
+    def check(self) -> None:
+        """Fail now, before any model runs, on an unknown generator or an invalid size."""
+        if self.cover is not None:
+            cover_backend(self.cover)
+        self.spec(video_backend(self.video or "preview").default_spec())
+
     def spec(self, preset: VideoSpec) -> VideoSpec:
         spec = preset.portrait() if self.portrait else preset
         changes = {
