@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up popcorn in .venv at the repository root.
 #
-#   bash scripts/setup.sh          # popcorn + embedded LLM (SmolLM2, llama.cpp) + hf + PE embedder
+#   bash scripts/setup.sh          # popcorn + embedded LLM (SmolLM2) + hf + PE embedder + diffusers
 #   bash scripts/setup.sh --dev    # ... plus the test and lint tools
 #
 # Safe to rerun: it does nothing when pyproject.toml and this script are unchanged. The first run
@@ -10,9 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="embedded,hf,pe"
+extras="embedded,hf,pe,diffusion"
 case "${1:-}" in
-  --dev) extras="embedded,hf,pe,dev" ;;
+  --dev) extras="embedded,hf,pe,diffusion,dev" ;;
   "") ;;
   *) echo "usage: bash scripts/setup.sh [--dev]" >&2; exit 2 ;;
 esac

@@ -101,7 +101,7 @@ def test_video_none_skips_the_clip(cli, run_dir: Path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--video", "sora"], "unknown video generator 'sora'; available: preview, none"),
+        (["--video", "sora"], "unknown video generator 'sora'; available: ltx, preview, none"),
         (["--cover", "dalle"], "unknown cover generator 'dalle'"),
         (["--width", "641"], "--width must be an even number"),
         (["--frames", "0"], "--frames must be from 1 to 2000"),

@@ -157,7 +157,7 @@ def generate(
             )
         else:
             _show(result, stage)
-        for warning in result.warnings:
+        for warning in (*result.warnings, *stage.get("warnings", ())):
             click.echo(f"popcorn: warning: {warning}", err=True)
         return
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-_GENERATOR_HELP = "preview (an animatic, no model) or none."
+_GENERATOR_HELP = "ltx (LTX-Video, diffusers), preview (an animatic, no model) or none."
 
 
 def media_options(func: Any) -> Any:
@@ -31,6 +31,33 @@ def media_options(func: Any) -> Any:
         click.option("--height", type=int, help="Override the preset's height."),
         click.option("--frames", type=int, help="Override the preset's frame count."),
         click.option("--fps", type=int, help="Override the preset's frame rate."),
+        click.option("--steps", type=click.IntRange(1, 500), help="Override denoising steps."),
+        click.option("--guidance", type=float, help="Override the guidance scale."),
+        click.option("--negative-prompt", help="Override the preset's negative prompt."),
+        click.option("--video-seed", type=click.IntRange(min=0), help="Seed of the clip."),
+        click.option(
+            "--video-model",
+            metavar="PATH_OR_ID",
+            help="Load the generator from this folder or hub id.",
+        ),
+        click.option(
+            "--media-device", default="auto", show_default=True, help="cuda, cuda:1, cpu, or auto."
+        ),
+        click.option(
+            "--media-dtype",
+            default="auto",
+            show_default=True,
+            type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
+        ),
+        click.option(
+            "--offload",
+            default="none",
+            show_default=True,
+            type=click.Choice(["none", "model", "sequential"]),
+            help="CPU offload, for GPUs with less memory.",
+        ),
+        click.option("--vae-tiling", is_flag=True, help="Decode in tiles (less GPU memory)."),
+        click.option("--vae-slicing", is_flag=True, help="Decode frame by frame."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -38,6 +65,7 @@ def media_options(func: Any) -> Any:
 
 
 def build_media_options(flags: dict[str, Any]) -> Any:
+    from popcorn.media.diffusion import MemoryOptions
     from popcorn.media.render import MediaOptions
 
     def generator(value: str | None) -> str | None:
@@ -51,6 +79,18 @@ def build_media_options(flags: dict[str, Any]) -> Any:
         height=flags.pop("height"),
         frames=flags.pop("frames"),
         fps=flags.pop("fps"),
+        steps=flags.pop("steps"),
+        guidance=flags.pop("guidance"),
+        negative_prompt=flags.pop("negative_prompt"),
+        seed=flags.pop("video_seed"),
+        video_model=flags.pop("video_model"),
+        memory=MemoryOptions(
+            device=flags.pop("media_device"),
+            dtype=flags.pop("media_dtype"),
+            offload=flags.pop("offload"),
+            vae_tiling=flags.pop("vae_tiling"),
+            vae_slicing=flags.pop("vae_slicing"),
+        ),
     )
 
 
@@ -72,6 +112,8 @@ def render(run_dir: Path, force: bool, as_json: bool, **flags: Any) -> None:
 
 
 def describe(run_dir: Path, stage: dict[str, Any]) -> None:
+    for warning in stage.get("warnings", ()):
+        click.echo(f"popcorn: warning: {warning}", err=True)
     video, cover = stage.get("video"), stage.get("cover")
     if video:
         label = " (PREVIEW animatic)" if video["preview"] else ""

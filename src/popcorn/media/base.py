@@ -70,6 +70,10 @@ class VideoBackend(Protocol):
 
     def default_spec(self) -> VideoSpec: ...
 
+    def fit(self, spec: VideoSpec) -> tuple[VideoSpec, list[str]]:
+        """``spec`` rounded to what the model accepts, and a warning for each change."""
+        ...
+
     def render(self, script: Script, spec: VideoSpec, target: Path) -> Clip:
         """Write ``target`` (an .mp4) atomically and describe it."""
         ...

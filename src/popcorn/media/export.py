@@ -22,7 +22,9 @@ def _av() -> Any:
     return av
 
 
-def write_mp4(frames: Iterable[np.ndarray], target: Path, fps: int, crf: int = 20) -> int:
+def write_mp4(
+    frames: Iterable[np.ndarray], target: Path, fps: int, crf: int = 20, preset: str = "veryfast"
+) -> int:
     """Encode RGB uint8 frames (H x W x 3) as H.264 to ``target``; returns the frame count.
 
     Encodes into a temporary file beside ``target`` and renames it at the end, so a failure
@@ -45,7 +47,9 @@ def write_mp4(frames: Iterable[np.ndarray], target: Path, fps: int, crf: int = 2
                     stream = container.add_stream("libx264", rate=fps)
                     stream.width, stream.height = width, height
                     stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": str(crf)}
+                    # veryfast: about 3x quicker than x264's default at a similar size, which
+                    # matters when a GPU renders a 161-frame clip in seconds.
+                    stream.options = {"crf": str(crf), "preset": preset}
                 video_frame = av.VideoFrame.from_ndarray(
                     np.ascontiguousarray(frame), format="rgb24"
                 )

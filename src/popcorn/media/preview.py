@@ -75,6 +75,9 @@ class PreviewBackend:
     def default_spec(self) -> VideoSpec:
         return VideoSpec(width=640, height=360, frames=45, fps=15)
 
+    def fit(self, spec: VideoSpec) -> tuple[VideoSpec, list[str]]:
+        return spec, []  # any even size and frame count works
+
     def frames(self, script: Script, spec: VideoSpec) -> Iterator[np.ndarray]:
         from PIL import Image
 

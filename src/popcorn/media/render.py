@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from popcorn.errors import RunStoreError, UsageError
 from popcorn.media.base import VideoSpec
+from popcorn.media.diffusion import MemoryOptions
 from popcorn.media.registry import cover_backend, video_backend
 from popcorn.runs.keys import job_key
 from popcorn.runs.store import Run
@@ -20,6 +21,9 @@ class MediaOptions:
 
     video: str | None = "preview"
     cover: str | None = "preview"
+    video_model: str | None = None
+    """A local folder or hub id replacing the preset's model."""
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
     portrait: bool = False
     width: int | None = None
     height: int | None = None
@@ -30,13 +34,18 @@ class MediaOptions:
     negative_prompt: str | None = None
     seed: int | None = None
 
+    def backend(self) -> Any:
+        return video_backend(self.video or "preview", self.video_model, self.memory)
+
     def check(self) -> None:
         """Fail now, before any model runs, on an unknown generator or an invalid size."""
         if self.cover is not None:
             cover_backend(self.cover)
-        self.spec(video_backend(self.video or "preview").default_spec())
+        self.spec(self.backend())
 
-    def spec(self, preset: VideoSpec) -> VideoSpec:
+    def spec(self, backend: Any) -> tuple[VideoSpec, list[str]]:
+        """The backend's preset with the overrides applied, fitted to what it accepts."""
+        preset: VideoSpec = backend.default_spec()
         spec = preset.portrait() if self.portrait else preset
         changes = {
             k: getattr(self, k)
@@ -52,6 +61,7 @@ class MediaOptions:
             )
         }
         spec = replace(spec, **{k: v for k, v in changes.items() if v is not None})
+        spec, warnings = backend.fit(spec)
         for side in ("width", "height"):
             value = getattr(spec, side)
             if not 16 <= value <= 4096 or value % 2:
@@ -60,7 +70,7 @@ class MediaOptions:
             raise UsageError(f"--frames must be from 1 to 2000, not {spec.frames}")
         if not 1 <= spec.fps <= 120:
             raise UsageError(f"--fps must be from 1 to 120, not {spec.fps}")
-        return spec
+        return spec, warnings
 
 
 def render(run_dir: Path | str | Run, options: MediaOptions, force: bool = False) -> dict[str, Any]:
@@ -75,8 +85,8 @@ def render(run_dir: Path | str | Run, options: MediaOptions, force: bool = False
         raise RunStoreError(
             f"{str(run.path)!r} has no script yet (status {run.status}): run popcorn generate first"
         )
-    backend = video_backend(options.video or "preview")
-    spec = options.spec(backend.default_spec())  # the cover takes the clip's frame size
+    backend = options.backend()
+    spec, warnings = options.spec(backend)  # the cover takes the clip's frame size
     key = job_key(
         {
             "script": script.to_dict(),
@@ -93,7 +103,7 @@ def render(run_dir: Path | str | Run, options: MediaOptions, force: bool = False
         and all(f and (run.path / f).is_file() for f in files if f)
     ):
         return {**done, "cached": True}
-    stage: dict[str, Any] = {"key": key}
+    stage: dict[str, Any] = {"key": key, "warnings": warnings}
     started = time.perf_counter()
     if options.video is not None:
         clip = backend.render(script, spec, run.path / "clip.mp4")
