@@ -40,21 +40,11 @@ def build_ltx() -> Any:
         LTXPipeline,
         LTXVideoTransformer3DModel,
     )
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+    from transformers import T5Config, T5EncoderModel
 
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(
-        [SCRIPT.video_prompt] * 5,
-        trainers.UnigramTrainer(
-            vocab_size=80, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
-        ),
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
+    from popcorn.media.toy import t5_tokenizer
+
+    tokenizer = t5_tokenizer()
     t5_xxl = T5Config(
         vocab_size=32128,
         d_model=4096,
@@ -125,21 +115,9 @@ def main() -> None:
                 if args.steps is None
                 else preset.spec.__class__(**{**preset.spec.to_dict(), "steps": args.steps})
             )
-            if variant == "popcorn":  # the bare call first, same settings
-                kwargs = dict(
-                    prompt=SCRIPT.video_prompt,
-                    negative_prompt=spec.negative_prompt,
-                    width=spec.width,
-                    height=spec.height,
-                    num_frames=spec.frames,
-                    num_inference_steps=spec.steps,
-                    guidance_scale=spec.guidance,
-                    max_sequence_length=preset.max_sequence_length,
-                    output_type="np",
-                    generator=torch.Generator("cpu").manual_seed(spec.seed),
-                )
-                pipe(**{**kwargs, "num_inference_steps": 2})  # warm-up: kernels, allocator
-                results["bare diffusers call"] = timed(pipe, **kwargs)
+            if variant == "popcorn":  # the bare call first, with the very same arguments
+                pipe(**{**backend.call_kwargs(SCRIPT, spec), "num_inference_steps": 2})  # warm-up
+                results["bare diffusers call"] = timed(pipe, **backend.call_kwargs(SCRIPT, spec))
             target = Path(tmp) / f"{variant.replace(' ', '_')}.mp4"
             results[variant] = timed(backend.render, SCRIPT, spec, target)
     spec = preset.spec

@@ -22,10 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from popcorn.media import diffusion
-from popcorn.media.diffusion import PRESETS, DiffusersVideo, MemoryOptions
+from popcorn.media.diffusion import DiffusersVideo, MemoryOptions
 from popcorn.media.render import MediaOptions, render
 from popcorn.media.toy import save_toy_ltx
 from popcorn.runs.store import RunManifest, RunStore
@@ -96,21 +94,10 @@ def main() -> None:
 
         # 1. overhead, on the loaded pipeline
         pipe = backend.pipeline()
-        kwargs = dict(
-            prompt=SCRIPT.video_prompt,
-            negative_prompt=spec.negative_prompt,
-            width=spec.width,
-            height=spec.height,
-            num_frames=spec.frames,
-            num_inference_steps=spec.steps,
-            guidance_scale=spec.guidance,
-            max_sequence_length=PRESETS["ltx"].max_sequence_length,
-            output_type="np",
-        )
         call_only, bare, ours = [], [], []
         for i in range(args.repeats):
             t = time.perf_counter()
-            frames = pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(spec.seed))
+            frames = pipe(**backend.call_kwargs(SCRIPT, spec))
             call_only.append(time.perf_counter() - t)
             plain_write(frames.frames[0], root / f"bare{i}.mp4", spec.fps)
             bare.append(time.perf_counter() - t)

@@ -163,10 +163,10 @@ class DiffusersVideo:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def render(self, script: Script, spec: VideoSpec, target: Path) -> Clip:
+    def call_kwargs(self, script: Script, spec: VideoSpec) -> dict[str, Any]:
+        """The exact arguments given to the diffusers pipeline for one clip."""
         import torch
 
-        pipe = self.pipeline()
         kwargs: dict[str, Any] = {
             "prompt": script.video_prompt,
             "negative_prompt": spec.negative_prompt or None,
@@ -180,6 +180,13 @@ class DiffusersVideo:
         }
         if self.preset.max_sequence_length:
             kwargs["max_sequence_length"] = self.preset.max_sequence_length
+        return kwargs
+
+    def render(self, script: Script, spec: VideoSpec, target: Path) -> Clip:
+        import torch
+
+        pipe = self.pipeline()
+        kwargs = self.call_kwargs(script, spec)
         try:
             frames = pipe(**kwargs).frames[0]
         except torch.cuda.OutOfMemoryError:

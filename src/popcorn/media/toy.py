@@ -13,9 +13,10 @@ from typing import Any
 _TEXT = "a kitten rolls down a skate ramp and lands an ollie in slow motion at golden hour"
 
 
-def _t5_parts() -> tuple[object, object]:
+def t5_tokenizer() -> Any:
+    """A T5-style (unigram) tokenizer trained on one sentence."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -26,9 +27,15 @@ def _t5_parts() -> tuple[object, object]:
             vocab_size=60, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
         ),
     )
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
     )
+
+
+def _t5_parts() -> tuple[Any, Any]:
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = t5_tokenizer()
     encoder = T5EncoderModel(
         T5Config(
             vocab_size=len(tokenizer),
