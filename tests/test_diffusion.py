@@ -119,3 +119,40 @@ def test_missing_model_folder_is_a_one_line_error(cli, tmp_path: Path):
     result = cli("render", str(run), "--video", "ltx", "--video-model", "./no-such-model")
     assert result.code == 1 and "video model folder not found" in result.err
     assert "Traceback" not in result.err
+
+
+def test_stage_by_stage_loads_each_model_once_and_frees_it(tiny_ltx: Path, tmp_path: Path):
+    from popcorn.media import diffusion
+    from popcorn.media.diffusion import MemoryOptions
+    from popcorn.media.render import MediaOptions, render_stage_by_stage
+
+    model = str(tiny_ltx) + "/"  # another source string: counted apart from the other tests
+    options = MediaOptions(
+        video="ltx",
+        video_model=model,
+        memory=MemoryOptions(unload=True),
+        steps=2,
+        width=32,
+        height=32,
+        frames=9,
+        fps=8,
+    )
+    runs = [finished_run(tmp_path, name) for name in "ghi"]
+    stages = render_stage_by_stage(runs, options)
+    assert diffusion.loads[model] == 1
+    assert not [k for k in diffusion._pipelines if k[2] == model]
+    for run in runs:
+        stage = stages[run]
+        assert isinstance(stage, dict), stage
+        assert stage["video"]["frames"] == 9 and stage["cover"]["preview"] is True
+        assert probe(run / "clip.mp4").frames == 9 and (run / "cover.png").is_file()
+
+
+def test_generators_lists_every_preset(cli):
+    result = cli("generators")
+    assert result.code == 0
+    names = [line.split()[1] for line in result.out.splitlines() if not line.startswith(" ")]
+    assert names == [
+        "preview", "ltx", "hunyuan", "cogvideox", "animatediff", "wan", "hunyuan15",
+        "preview", "sd15", "sdxl",
+    ]  # fmt: skip

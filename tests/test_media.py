@@ -101,8 +101,15 @@ def test_video_none_skips_the_clip(cli, run_dir: Path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--video", "sora"], "unknown video generator 'sora'; available: ltx, preview, none"),
-        (["--cover", "dalle"], "unknown cover generator 'dalle'"),
+        (
+            ["--video", "sora"],
+            "unknown video generator 'sora'; available: preview, ltx, hunyuan, cogvideox, "
+            "animatediff, wan, hunyuan15, none",
+        ),
+        (["--cover", "dalle"], "unknown cover generator 'dalle'; available: preview, sd15, sdxl"),
+        (["--video", "ltx", "--quantize", "4bit", "--media-device", "cpu"], "needs a CUDA GPU"),
+        (["--cover", "sd15", "--cover-model", "./no-such"], "cover model folder not found"),
+        (["--video", "animatediff", "--motion-adapter", "./nope"], "motion adapter not found"),
         (["--width", "641"], "--width must be an even number"),
         (["--frames", "0"], "--frames must be from 1 to 2000"),
         (["--fps", "500"], "--fps must be from 1 to 120"),

@@ -145,10 +145,8 @@ def generate(
     settings = _settings(config, flags)
     generator = _generator(settings, pe)
     if query is not None:
-        from popcorn.media.render import render
-
         result = generator.generate(query, force=force)
-        stage = render(result.run_dir, media, force=force)
+        stage = _render_one(result.run_dir, media, force)
         if as_json:
             click.echo(
                 json.dumps(
@@ -223,6 +221,20 @@ def _generator(settings: Settings, pe: bool) -> Generator:
     )
 
 
+def _render_one(run_dir: Path, media: MediaOptions, force: bool) -> dict[str, Any]:
+    from popcorn.media.render import render, render_stage_by_stage
+
+    if not media.memory.unload:
+        return render(run_dir, media, force=force)
+    from popcorn.llm.registry import release_models
+
+    release_models()
+    outcome = render_stage_by_stage([run_dir], media, force=force)[run_dir]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
 def _media_fields(run_dir: Path, stage: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for role, key in (("video", "clip"), ("cover", "cover")):
@@ -267,7 +279,7 @@ def _batch(
 
     from popcorn.errors import PopcornError
     from popcorn.generation import GenerateResult
-    from popcorn.media.render import render
+    from popcorn.media.render import render, render_stage_by_stage
 
     err = Console(stderr=True)
     concurrency = settings.run.concurrency
@@ -287,20 +299,29 @@ def _batch(
     failed = 0
 
     media_failures: list[tuple[str, str]] = []
+    staged = media.memory.unload  # all scripts first, then all clips, then all covers
+    done: list[GenerateResult] = []
+
+    def emit(outcome: GenerateResult, stage: dict[str, Any] | PopcornError) -> None:
+        if isinstance(stage, PopcornError):
+            media_failures.append((outcome.query, f"media: {stage}"))
+            stage = {}
+        if as_json:
+            line = {**outcome.to_dict(), **_media_fields(outcome.run_dir, stage)}
+            sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
 
     def on_result(item: QueryItem, outcome: GenerateResult | Exception) -> None:
         nonlocal failed
         if isinstance(outcome, GenerateResult):
-            try:
+            if staged:
+                done.append(outcome)
+            else:
                 # Media are rendered here, one at a time: GPU generators must not overlap.
-                stage = render(outcome.run_dir, media, force=force)
-            except PopcornError as error:
-                media_failures.append((outcome.query, f"media: {error}"))
-                stage = {}
-            if as_json:
-                line = {**outcome.to_dict(), **_media_fields(outcome.run_dir, stage)}
-                sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
-                sys.stdout.flush()
+                try:
+                    emit(outcome, render(outcome.run_dir, media, force=force))
+                except PopcornError as error:
+                    emit(outcome, error)
         else:
             failed += 1
             if as_json:
@@ -314,11 +335,24 @@ def _batch(
             report = generator.batch(
                 items, concurrency=concurrency, force=force, on_result=on_result
             )
+            if staged and done:
+                from popcorn.llm.registry import release_models
+
+                release_models()
+                media_task = progress.add_task("rendering", total=2 * len(done), failed=0)
+                stages = render_stage_by_stage(
+                    [r.run_dir for r in done],
+                    media,
+                    force=force,
+                    advance=lambda: progress.update(media_task, advance=1),
+                )
+                for outcome in done:
+                    emit(outcome, stages[outcome.run_dir])
     except KeyboardInterrupt:
-        done = int(progress.tasks[0].completed)
+        done_count = int(progress.tasks[0].completed)
         err.print(
-            f"popcorn: interrupted after {done} of {len(items)} queries; finished runs are kept "
-            f"in {settings.run.out}: run the same command again to resume",
+            f"popcorn: interrupted after {done_count} of {len(items)} queries; finished runs are "
+            f"kept in {settings.run.out}: run the same command again to resume",
             highlight=False,
         )
         sys.exit(130)

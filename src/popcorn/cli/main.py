@@ -14,6 +14,7 @@ from popcorn.errors import PopcornError
 _COMMANDS = {
     "corpus": ("popcorn.cli.corpus", "corpus"),
     "generate": ("popcorn.cli.generate", "generate"),
+    "generators": ("popcorn.cli.render", "generators"),
     "llms": ("popcorn.cli.llms", "llms"),
     "render": ("popcorn.cli.render", "render"),
 }

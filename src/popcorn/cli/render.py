@@ -8,7 +8,11 @@ from typing import Any
 
 import click
 
-_GENERATOR_HELP = "ltx (LTX-Video, diffusers), preview (an animatic, no model) or none."
+_VIDEO_HELP = (
+    "ltx, hunyuan, cogvideox, animatediff, wan, hunyuan15 (diffusers), preview (an animatic, "
+    "no model) or none. See 'popcorn generators'."
+)
+_COVER_HELP = "sd15, sdxl (diffusers), preview (a title card, no model) or none."
 
 
 def media_options(func: Any) -> Any:
@@ -18,13 +22,13 @@ def media_options(func: Any) -> Any:
             "--video",
             "video",
             metavar="NAME",
-            help=f"Clip generator: {_GENERATOR_HELP}  [default: preview]",
+            help=f"Clip generator: {_VIDEO_HELP}  [default: preview]",
         ),
         click.option(
             "--cover",
             "cover",
             metavar="NAME",
-            help=f"Cover generator: {_GENERATOR_HELP}  [default: preview]",
+            help=f"Cover generator: {_COVER_HELP}  [default: preview]",
         ),
         click.option("--portrait", is_flag=True, help="9:16 output, the micro-video norm."),
         click.option("--width", type=int, help="Override the preset's width."),
@@ -38,8 +42,28 @@ def media_options(func: Any) -> Any:
         click.option(
             "--video-model",
             metavar="PATH_OR_ID",
-            help="Load the generator from this folder or hub id.",
+            help="Load the clip generator from this folder or hub id.",
         ),
+        click.option(
+            "--motion-adapter",
+            metavar="SOURCE",
+            help="animatediff: adapter folder, .safetensors file or REPO:FILE "
+            "[default: the Lightning 4-step adapter].",
+        ),
+        click.option(
+            "--cover-model",
+            metavar="PATH_OR_ID",
+            help="Load the cover generator from this folder or hub id.",
+        ),
+        click.option(
+            "--cover-size",
+            type=click.IntRange(64, 2048),
+            metavar="PX",
+            help="Cover pixel count as a square side; the clip's aspect ratio is kept "
+            "[default: the model's native size].",
+        ),
+        click.option("--cover-steps", type=click.IntRange(1, 500), help="Cover denoising steps."),
+        click.option("--cover-guidance", type=float, help="Cover guidance scale."),
         click.option(
             "--media-device", default="auto", show_default=True, help="cuda, cuda:1, cpu, or auto."
         ),
@@ -58,6 +82,19 @@ def media_options(func: Any) -> Any:
         ),
         click.option("--vae-tiling", is_flag=True, help="Decode in tiles (less GPU memory)."),
         click.option("--vae-slicing", is_flag=True, help="Decode frame by frame."),
+        click.option(
+            "--quantize",
+            default="none",
+            show_default=True,
+            type=click.Choice(["none", "4bit", "8bit"]),
+            help="Quantise the denoiser with bitsandbytes (CUDA; pip install 'popcorn[quant]').",
+        ),
+        click.option(
+            "--unload-stages",
+            is_flag=True,
+            help="Free each stage's models before the next loads (LLM, clips, covers), so all "
+            "fit one GPU; a batch then runs stage by stage.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -84,12 +121,19 @@ def build_media_options(flags: dict[str, Any]) -> Any:
         negative_prompt=flags.pop("negative_prompt"),
         seed=flags.pop("video_seed"),
         video_model=flags.pop("video_model"),
+        motion_adapter=flags.pop("motion_adapter"),
+        cover_model=flags.pop("cover_model"),
+        cover_size=flags.pop("cover_size"),
+        cover_steps=flags.pop("cover_steps"),
+        cover_guidance=flags.pop("cover_guidance"),
         memory=MemoryOptions(
             device=flags.pop("media_device"),
             dtype=flags.pop("media_dtype"),
             offload=flags.pop("offload"),
             vae_tiling=flags.pop("vae_tiling"),
             vae_slicing=flags.pop("vae_slicing"),
+            quantize=flags.pop("quantize"),
+            unload=flags.pop("unload_stages"),
         ),
     )
 
@@ -104,7 +148,9 @@ def render(run_dir: Path, force: bool, as_json: bool, **flags: Any) -> None:
     settings if asked. Files: RUN_DIR/cover.png and RUN_DIR/clip.mp4 (H.264)."""
     from popcorn.media.render import render as render_media
 
-    stage = render_media(run_dir, build_media_options(flags), force=force)
+    options = build_media_options(flags)
+    options.check()
+    stage = render_media(run_dir, options, force=force)
     if as_json:
         click.echo(json.dumps(stage, ensure_ascii=False))
         return
@@ -123,6 +169,19 @@ def describe(run_dir: Path, stage: dict[str, Any]) -> None:
         )
     if cover:
         label = " (PREVIEW card)" if cover["preview"] else ""
+        if cover.get("flagged"):
+            label += " (blanked by the model's safety checker)"
         click.echo(
             f"cover  {Path(run_dir) / cover['file']}: {cover['width']}x{cover['height']}{label}"
         )
+
+
+@click.command()
+def generators() -> None:
+    """List the clip and cover generators, their default models and settings."""
+    from popcorn.media.registry import describe as rows
+
+    for kind, name, model, summary in rows():
+        click.echo(f"{kind:<6} {name:<12} {summary}")
+        if model != "-":
+            click.echo(f"{'':<19} model: {model}")

@@ -42,6 +42,19 @@ def load_model(model_id: str, options: LLMOptions) -> tuple[Any, Any]:
         return _loaded[key]
 
 
+def release() -> None:
+    """Drop the loaded models and free their GPU memory; the next call loads again."""
+    import gc
+
+    with _loaded_lock:
+        _loaded.clear()
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _load(source: str, options: LLMOptions) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

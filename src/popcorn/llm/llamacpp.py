@@ -19,9 +19,11 @@ _models_lock = threading.Lock()
 
 
 @atexit.register
-def _close_models() -> None:
-    # Free llama.cpp's memory while the interpreter is intact: left to Llama.__del__ at
-    # shutdown, it runs after its module globals are gone and prints a spurious traceback.
+def release() -> None:
+    """Free the loaded models; the next call loads again.
+
+    Also runs at exit, while the interpreter is intact: left to Llama.__del__ at shutdown,
+    it runs after its module globals are gone and prints a spurious traceback."""
     with _models_lock:
         for model in _models.values():
             model.close()

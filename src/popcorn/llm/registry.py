@@ -90,3 +90,13 @@ def create_llm(spec: str, options: LLMOptions | None = None) -> LLM:
     if not info.takes_argument and sep:
         raise UsageError(f"LLM {name!r} takes no argument: write it as {info.form}")
     return info.factory(argument.strip(), options or LLMOptions())
+
+
+def release_models() -> None:
+    """Free the models that in-process backends keep loaded (to make room on a GPU)."""
+    import sys
+
+    for name in ("popcorn.llm.hf", "popcorn.llm.llamacpp"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.release()

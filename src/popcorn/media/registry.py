@@ -1,70 +1,71 @@
-"""Generator names -> lazily built backends, each loaded once per process."""
+"""Generator names -> backends, built lazily and kept for the process (models load once)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from popcorn.errors import UsageError
 
-_VIDEO: dict[str, Callable[..., Any]] = {}
-_COVER: dict[str, Callable[..., Any]] = {}
 _loaded: dict[tuple[Any, ...], Any] = {}
 
 
-def _preview_video() -> Any:
-    from popcorn.media.preview import PreviewBackend
-
-    return PreviewBackend()
-
-
-def _preview_cover() -> Any:
-    from popcorn.media.cover import PreviewCover
-
-    return PreviewCover()
-
-
-_VIDEO["preview"] = _preview_video
-_COVER["preview"] = _preview_cover
-
-
-def _diffusion(name: str) -> Callable[..., Any]:
-    def factory(model: str | None = None, memory: Any = None) -> Any:
-        from popcorn.media.diffusion import PRESETS, DiffusersVideo
-
-        return DiffusersVideo(PRESETS[name], model, memory)
-
-    return factory
-
-
-_VIDEO["ltx"] = _diffusion("ltx")
-
-
 def video_names() -> list[str]:
-    return sorted(_VIDEO)
+    from popcorn.media.diffusion import PRESETS
+
+    return ["preview", *PRESETS]
 
 
 def cover_names() -> list[str]:
-    return sorted(_COVER)
+    from popcorn.media.cover import COVER_PRESETS
+
+    return ["preview", *COVER_PRESETS]
 
 
-def video_backend(name: str, model: str | None = None, memory: Any = None) -> Any:
-    """The backend for ``name``; diffusion ones take a model source and memory options."""
-    if name == "preview":
-        return _get("video", _VIDEO, name)
-    return _get("video", _VIDEO, name, model=model, memory=memory)
+def describe() -> list[tuple[str, str, str, str]]:
+    """(kind, name, default model, summary) for every generator."""
+    from popcorn.media.cover import COVER_PRESETS
+    from popcorn.media.diffusion import PRESETS
+
+    rows = [("video", "preview", "-", "animatic of text cards, no model (labelled PREVIEW)")]
+    rows += [("video", p.name, p.model, p.summary) for p in PRESETS.values()]
+    rows.append(("cover", "preview", "-", "title card, no model (labelled PREVIEW)"))
+    rows += [("cover", p.name, p.model, p.summary) for p in COVER_PRESETS.values()]
+    return rows
 
 
-def cover_backend(name: str) -> Any:
-    return _get("cover", _COVER, name)
-
-
-def _get(kind: str, table: dict[str, Callable[..., Any]], name: str, **kwargs: Any) -> Any:
-    if name not in table:
-        raise UsageError(
-            f"unknown {kind} generator {name!r}; available: {', '.join(sorted(table))}, none"
-        )
-    key = (kind, name, *sorted(kwargs.items()))
+def video_backend(name: str, **options: Any) -> Any:
+    """The clip generator ``name``; diffusion ones take ``model``, ``memory`` and ``adapter``."""
+    _known("video", name, video_names())
+    key = ("video", name, *sorted(options.items()))
     if key not in _loaded:
-        _loaded[key] = table[name](**kwargs)
+        if name == "preview":
+            from popcorn.media.preview import PreviewBackend
+
+            _loaded[key] = PreviewBackend()
+        else:
+            from popcorn.media.diffusion import PRESETS, DiffusersVideo
+
+            _loaded[key] = DiffusersVideo(PRESETS[name], **options)
     return _loaded[key]
+
+
+def cover_backend(name: str, **options: Any) -> Any:
+    """The cover generator ``name``; diffusion ones take ``model``, ``memory``, ``side``,
+    ``steps`` and ``guidance``."""
+    _known("cover", name, cover_names())
+    key = ("cover", name, *sorted(options.items()))
+    if key not in _loaded:
+        if name == "preview":
+            from popcorn.media.cover import PreviewCover
+
+            _loaded[key] = PreviewCover()
+        else:
+            from popcorn.media.cover import COVER_PRESETS, DiffusersCover
+
+            _loaded[key] = DiffusersCover(COVER_PRESETS[name], **options)
+    return _loaded[key]
+
+
+def _known(kind: str, name: str, names: list[str]) -> None:
+    if name not in names:
+        raise UsageError(f"unknown {kind} generator {name!r}; available: {', '.join(names)}, none")

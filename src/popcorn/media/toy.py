@@ -32,6 +32,16 @@ def t5_tokenizer() -> Any:
     )
 
 
+def clip_tokenizer() -> Any:
+    """A CLIP tokenizer over the byte alphabet with no merges: every word splits into letters."""
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    letters = list(bytes_to_unicode().values())
+    words = [*letters, *(c + "</w>" for c in letters), "<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={w: i for i, w in enumerate(words)}, merges=[], model_max_length=77)
+
+
 def _t5_parts() -> tuple[Any, Any]:
     from transformers import T5Config, T5EncoderModel
 
