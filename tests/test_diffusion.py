@@ -153,6 +153,152 @@ def test_generators_lists_every_preset(cli):
     assert result.code == 0
     names = [line.split()[1] for line in result.out.splitlines() if not line.startswith(" ")]
     assert names == [
-        "preview", "ltx", "hunyuan", "cogvideox", "animatediff", "wan", "hunyuan15",
-        "preview", "sd15", "sdxl",
-    ]  # fmt: skip
+        "preview",
+        "ltx",
+        "hunyuan",
+        "cogvideox",
+        "animatediff",
+        "wan",
+        "hunyuan15",
+        "preview",
+        "sd15",
+        "sdxl",
+    ]
+
+
+# Every clip generator: its real pipeline class at toy size, saved, loaded back through
+# --video-model, 2 steps; the written file is decoded and checked. Sizes follow each preset's
+# rules (x16 and 4k+1 frames; CogVideoX 8k+1; AnimateDiff x8 and any count).
+VIDEO_TOYS = [
+    ("hunyuan", "save_toy_hunyuan", 48, 32, 5, 15),
+    ("hunyuan15", "save_toy_hunyuan15", 48, 32, 5, 24),
+    ("cogvideox", "save_toy_cogvideox", 48, 32, 9, 8),
+    ("wan", "save_toy_wan", 48, 32, 5, 16),
+    ("animatediff", "save_toy_animatediff", 48, 32, 6, 8),
+]
+
+
+@pytest.mark.parametrize(("preset", "builder", "width", "height", "frames", "fps"), VIDEO_TOYS)
+def test_every_video_generator_renders_the_requested_clip(
+    cli, tmp_path: Path, preset: str, builder: str, width: int, height: int, frames: int, fps: int
+):
+    from popcorn.media import toy
+
+    model = getattr(toy, builder)(tmp_path / "model")
+    run = finished_run(tmp_path, preset[0])
+    result = cli(
+        "render",
+        str(run),
+        "--video",
+        preset,
+        "--video-model",
+        str(model),
+        "--steps",
+        "2",
+        "--width",
+        str(width),
+        "--height",
+        str(height),
+        "--frames",
+        str(frames),
+        "--fps",
+        str(fps),
+        "--cover",
+        "none",
+        "--json",
+    )
+    assert result.code == 0, result.err
+    stage = json.loads(result.out)
+    assert stage["video"]["backend"] == preset and stage["video"]["preview"] is False
+    assert stage["warnings"] == []
+    info = probe(run / "clip.mp4")
+    assert (info.codec, info.width, info.height, info.frames, info.fps) == (
+        "h264",
+        width,
+        height,
+        frames,
+        fps,
+    )
+
+
+def test_hunyuan15_takes_guidance_through_its_guider(tmp_path: Path):
+    from popcorn.media.base import VideoSpec
+    from popcorn.media.diffusion import PRESETS, DiffusersVideo, MemoryOptions
+    from popcorn.media.toy import save_toy_hunyuan15
+
+    model = save_toy_hunyuan15(tmp_path / "model")
+    backend = DiffusersVideo(PRESETS["hunyuan15"], model=str(model), memory=MemoryOptions())
+    spec = VideoSpec(32, 32, 5, 24, 2, 3.0)
+    backend.render(SCRIPT, spec, tmp_path / "clip.mp4")
+    assert backend.pipeline().guider.guidance_scale == 3.0
+    assert "guidance_scale" not in backend.call_kwargs(SCRIPT, spec)
+
+
+def test_animatediff_takes_a_base_model_and_a_separate_motion_adapter(cli, tmp_path: Path):
+    from popcorn.media.toy import save_toy_motion_adapter, save_toy_sd15
+
+    base = save_toy_sd15(tmp_path / "sd15")
+    adapter = save_toy_motion_adapter(tmp_path / "adapter")
+    run = finished_run(tmp_path, "m")
+    result = cli(
+        "render",
+        str(run),
+        "--video",
+        "animatediff",
+        "--video-model",
+        str(base),
+        "--motion-adapter",
+        str(adapter),
+        "--steps",
+        "2",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--frames",
+        "8",
+        "--cover",
+        "none",
+        "--json",
+    )
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["video"]["backend"] == "animatediff"
+    assert probe(run / "clip.mp4").frames == 8
+
+
+@pytest.mark.parametrize(
+    ("cover", "builder"), [("sd15", "save_toy_sd15"), ("sdxl", "save_toy_sdxl")]
+)
+def test_every_cover_model_renders_a_cover_in_the_clips_aspect(
+    cli, tmp_path: Path, cover: str, builder: str
+):
+    from PIL import Image
+
+    from popcorn.media import toy
+
+    model = getattr(toy, builder)(tmp_path / "model")
+    run = finished_run(tmp_path, "c")
+    result = cli(
+        "render",
+        str(run),
+        "--video",
+        "none",
+        "--cover",
+        cover,
+        "--cover-model",
+        str(model),
+        "--cover-size",
+        "32",
+        "--cover-steps",
+        "2",
+        "--width",
+        "48",
+        "--height",
+        "32",
+        "--json",
+    )
+    assert result.code == 0, result.err
+    stage = json.loads(result.out)
+    assert stage["cover"]["backend"] == cover and stage["cover"]["preview"] is False
+    with Image.open(run / "cover.png") as image:
+        assert image.size == (40, 24)  # 32x32 pixels' worth at the clip's 3:2, in multiples of 8

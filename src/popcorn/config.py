@@ -20,10 +20,14 @@ The project file is ``popcorn.toml`` in the current folder (or ``--config FILE``
     refs = 10
     categories = 1
 
+    [predictor]
+    path = "popcorn-predictor"   # generate scores its output when this folder holds a model
+    visual = "vit"
+
 Every key can also come from ``POPCORN_<SECTION>_<KEY>`` (``POPCORN_DECODING_SEED=7``);
-``POPCORN_LLM``, ``POPCORN_OUT`` and ``POPCORN_CORPUS`` are short forms for the most used.
-Unknown keys are errors. Secrets never come from here: API keys are read from their provider's
-variable only.
+``POPCORN_LLM``, ``POPCORN_OUT``, ``POPCORN_CORPUS`` and ``POPCORN_PREDICTOR`` are short forms for
+the most used. Unknown keys are errors. Secrets never come from here: API keys are read from
+their provider's variable only.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ _SHORT_ENV = {
     "POPCORN_LLM": ("llm", "spec"),
     "POPCORN_OUT": ("run", "out"),
     "POPCORN_CORPUS": ("pe", "corpus"),
+    "POPCORN_PREDICTOR": ("predictor", "path"),
 }
 _SECRET_WORDS = ("key", "token", "secret", "password")
 
@@ -106,11 +111,21 @@ class PESettingsModel(_Section):
     embedder: str | None = None
 
 
+class PredictorSettings(_Section):
+    """The popularity predictor: its folder, the frame encoder and text embedder, the device."""
+
+    path: Path = Path("popcorn-predictor")
+    visual: str = "vit"
+    embedder: str | None = None
+    device: str = "cpu"
+
+
 class Settings(_Section):
     llm: LLMSettings = LLMSettings()
     decoding: DecodingSettings = DecodingSettings()
     run: RunSettings = RunSettings()
     pe: PESettingsModel = PESettingsModel()
+    predictor: PredictorSettings = PredictorSettings()
 
 
 Overrides = Mapping[str, Mapping[str, Any]]

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from popcorn.config import Settings
     from popcorn.generation import GenerateResult, Generator, QueryItem
     from popcorn.media.render import MediaOptions
+    from popcorn.predictor.score import Predictor
 
 
 @click.command()
@@ -108,6 +109,27 @@ if TYPE_CHECKING:
     help="PE: corpus folder with its index.  [default: popcorn-corpus]",
 )
 @click.option(
+    "--candidates",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Best-of-N: write this many scripts (seeds S, S+1, ...), rank them with the text-only "
+    "predictor, render the top --render-top, keep the best full score.",
+)
+@click.option(
+    "--render-top",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Best-of-N: how many top-ranked candidates to render and score.",
+)
+@click.option(
+    "--predictor",
+    type=click.Path(path_type=Path),
+    help="Score each clip with the predictor in this folder (by default: popcorn-predictor, "
+    "when it holds a trained model).",
+)
+@click.option(
     "--config",
     type=click.Path(path_type=Path),
     help="Settings file.  [default: ./popcorn.toml if present]",
@@ -120,6 +142,8 @@ def generate(
     force: bool,
     pe: bool,
     config: Path | None,
+    candidates: int,
+    render_top: int,
     **flags: Any,
 ) -> None:
     """Write a title, a cover prompt and a 3-second video prompt for QUERY.
@@ -143,18 +167,26 @@ def generate(
     media = build_media_options(flags)
     media.check()
     settings = _settings(config, flags)
+    scorer = _scorer(settings.predictor.path, explicit=flags["predictor"] is not None)
     generator = _generator(settings, pe)
+    if candidates > 1:
+        if query is None or scorer is None:
+            raise UsageError(
+                "--candidates needs one QUERY and a trained predictor (--predictor DIR)"
+            )
+        _best_of(
+            generator, query, candidates, min(render_top, candidates), scorer, media, force, as_json
+        )
+        return
     if query is not None:
         result = generator.generate(query, force=force)
         stage = _render_one(result.run_dir, media, force)
+        score = _score(result.run_dir, stage, scorer)
         if as_json:
-            click.echo(
-                json.dumps(
-                    {**result.to_dict(), **_media_fields(result.run_dir, stage)}, ensure_ascii=False
-                )
-            )
+            line = {**result.to_dict(), **_media_fields(result.run_dir, stage), **score}
+            click.echo(json.dumps(line, ensure_ascii=False))
         else:
-            _show(result, stage)
+            _show(result, stage, score)
         for warning in (*result.warnings, *stage.get("warnings", ())):
             click.echo(f"popcorn: warning: {warning}", err=True)
         return
@@ -162,7 +194,7 @@ def generate(
     from popcorn.queries import read_queries
 
     assert queries_file is not None
-    _batch(generator, read_queries(queries_file), settings, force, as_json, media)
+    _batch(generator, read_queries(queries_file), settings, force, as_json, media, scorer)
 
 
 def _settings(config: Path | None, flags: dict[str, Any]) -> Settings:
@@ -191,8 +223,28 @@ def _settings(config: Path | None, flags: dict[str, Any]) -> Settings:
                 "categories": flags["categories"],
                 "corpus": flags["corpus"],
             },
+            "predictor": {"path": flags["predictor"]},
         },
     )
+
+
+def _scorer(folder: Path, explicit: bool) -> Predictor | None:
+    """The predictor to score clips with: the one in ``folder`` if trained there (an error if
+    ``folder`` was named explicitly and holds none), else none."""
+    from popcorn.predictor.score import Predictor
+
+    if not explicit and not (folder / "predictor.json").is_file():
+        return None
+    return Predictor.load(folder)
+
+
+def _score(run_dir: Path, stage: dict[str, Any], scorer: Predictor | None) -> dict[str, Any]:
+    """``{"score": record}`` when there is a predictor and a clip, else ``{}``."""
+    if scorer is None or "video" not in stage:
+        return {}
+    from popcorn.predictor.score import score_run
+
+    return {"score": score_run(run_dir, scorer)}
 
 
 def _generator(settings: Settings, pe: bool) -> Generator:
@@ -221,6 +273,36 @@ def _generator(settings: Settings, pe: bool) -> Generator:
     )
 
 
+def _best_of(
+    generator: Generator,
+    query: str,
+    candidates: int,
+    render_top: int,
+    scorer: Predictor,
+    media: MediaOptions,
+    force: bool,
+    as_json: bool,
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from popcorn.bestof import best_of
+
+    outcome = best_of(generator, query, candidates, render_top, scorer, media, force)
+    if as_json:
+        click.echo(json.dumps(outcome.to_dict(), ensure_ascii=False))
+        return
+    table = Table(title=f"best of {candidates}: {query}")
+    for column in ("", "seed", "title", "text-only", "score"):
+        table.add_column(column)
+    for c in outcome.candidates:
+        mark = "best" if c is outcome.winner else ""
+        full = "" if c.score is None else f"{c.score['score']:.3f}"
+        table.add_row(mark, str(c.seed), c.result.script.title, f"{c.text_only:.3f}", full)
+    Console().print(table)
+    Console().print(f"winner: {outcome.winner.result.run_dir}", highlight=False)
+
+
 def _render_one(run_dir: Path, media: MediaOptions, force: bool) -> dict[str, Any]:
     from popcorn.media.render import render, render_stage_by_stage
 
@@ -244,7 +326,7 @@ def _media_fields(run_dir: Path, stage: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _show(result: GenerateResult, stage: dict[str, Any]) -> None:
+def _show(result: GenerateResult, stage: dict[str, Any], score: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -260,6 +342,14 @@ def _show(result: GenerateResult, stage: dict[str, Any]) -> None:
         if role in stage:
             kind = " (PREVIEW: no diffusion model)" if stage[role]["preview"] else ""
             table.add_row(label, f"{stage[role]['file']}{kind}")
+    if score:
+        record = score["score"]
+        where = (
+            f", above {record['percentile']:.0f}% of real videos"
+            if record["percentile"] is not None
+            else ""
+        )
+        table.add_row("Popularity", f"{record['score']:.3f} predicted log2(1 + comments){where}")
     table.add_row("Run folder", f"{result.run_dir}{note}")
     if "title_shortened" in result.script.flags:
         table.add_row("Note", "the model's title was over 50 characters and was shortened")
@@ -273,6 +363,7 @@ def _batch(
     force: bool,
     as_json: bool,
     media: MediaOptions,
+    scorer: Predictor | None,
 ) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -306,8 +397,13 @@ def _batch(
         if isinstance(stage, PopcornError):
             media_failures.append((outcome.query, f"media: {stage}"))
             stage = {}
+        try:
+            score = _score(outcome.run_dir, stage, scorer)
+        except PopcornError as error:
+            media_failures.append((outcome.query, f"score: {error}"))
+            score = {}
         if as_json:
-            line = {**outcome.to_dict(), **_media_fields(outcome.run_dir, stage)}
+            line = {**outcome.to_dict(), **_media_fields(outcome.run_dir, stage), **score}
             sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
             sys.stdout.flush()
 

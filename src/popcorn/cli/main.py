@@ -16,7 +16,11 @@ _COMMANDS = {
     "generate": ("popcorn.cli.generate", "generate"),
     "generators": ("popcorn.cli.render", "generators"),
     "llms": ("popcorn.cli.llms", "llms"),
+    "predictor": ("popcorn.cli.predictor", "predictor"),
     "render": ("popcorn.cli.render", "render"),
+    "score": ("popcorn.cli.predictor", "score"),
+    "serve": ("popcorn.cli.serve", "serve"),
+    "study": ("popcorn.cli.study", "study"),
 }
 
 

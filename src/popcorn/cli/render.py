@@ -57,7 +57,7 @@ def media_options(func: Any) -> Any:
         ),
         click.option(
             "--cover-size",
-            type=click.IntRange(64, 2048),
+            type=click.IntRange(16, 2048),
             metavar="PX",
             help="Cover pixel count as a square side; the clip's aspect ratio is kept "
             "[default: the model's native size].",

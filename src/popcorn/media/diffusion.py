@@ -84,7 +84,9 @@ PRESETS: dict[str, DiffusionPreset] = {
             model="THUDM/CogVideoX-5b",
             spec=VideoSpec(720, 480, 49, 8, 50, 6.0),
             size_multiple=16,
-            frames_step=4,
+            # The VAE decodes latent frames in pairs after a first group of one: only an odd
+            # latent count (8k+1 frames) comes back at the length asked for.
+            frames_step=8,
             summary="CogVideoX-5B (the study: 720x480, 49 frames, 50 steps, guidance 6, 8 fps)",
             portrait=False,
             max_frames=49,
@@ -116,10 +118,12 @@ PRESETS: dict[str, DiffusionPreset] = {
             name="hunyuan15",
             pipeline="HunyuanVideo15Pipeline",
             model="hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v",
-            spec=VideoSpec(848, 480, 49, 16, 50, 6.0),
+            # Tencent's reference script writes 24 fps: 73 frames make the 3-second clip.
+            spec=VideoSpec(848, 480, 73, 24, 50, 6.0),
             size_multiple=16,
             frames_step=4,
-            summary="HunyuanVideo-1.5 480p T2V (848x480, 49 frames = 3 s at 16 fps, 50 steps)",
+            summary="HunyuanVideo-1.5 480p T2V (848x480, 73 frames = 3 s at 24 fps, 50 steps, "
+            "guidance 6 through its guider)",
         ),
     )
 }
@@ -377,6 +381,7 @@ class DiffusersVideo(DiffusersModel):
 
     def render(self, script: Script, spec: VideoSpec, target: Path) -> Clip:
         pipe = self.pipeline()
+        _set_guidance(pipe, spec.guidance)
         kwargs = self.call_kwargs(script, spec)
         what = f"{self.name} at {spec.width}x{spec.height}, {spec.frames} frames"
         with self._out_of_memory(what):
@@ -384,6 +389,14 @@ class DiffusersVideo(DiffusersModel):
         video = _to_uint8(frames)
         count = write_mp4(iter(video), target, spec.fps)
         return Clip(target, self.name, spec.width, spec.height, count, spec.fps, preview=False)
+
+
+def _set_guidance(pipe: Any, guidance: float) -> None:
+    """Pipelines with a ``guider`` (HunyuanVideo-1.5) take guidance from it, not from a call
+    argument: give it the spec's scale, so presets and --guidance mean the same everywhere."""
+    guider = getattr(pipe, "guider", None)
+    if guider is not None and "guidance_scale" not in inspect.signature(pipe.__call__).parameters:
+        pipe.guider = guider.new(guidance_scale=guidance)
 
 
 def _to_uint8(frames: Any) -> np.ndarray:
@@ -410,5 +423,11 @@ def _motion_adapter(diffusers: Any, source: str, dtype: Any) -> Any:
     from safetensors.torch import load_file
 
     adapter = diffusers.MotionAdapter()
-    adapter.load_state_dict(load_file(str(file)))
+    try:
+        adapter.load_state_dict(load_file(str(file)))
+    except RuntimeError as err:  # weights of another shape: not an AnimateDiff v1.5 adapter
+        raise PopcornError(
+            f"motion adapter {source!r} does not fit MotionAdapter(): {_first_line(err)} "
+            "(pass a folder saved with MotionAdapter.save_pretrained)"
+        ) from None
     return adapter.to(dtype)

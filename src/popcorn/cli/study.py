@@ -1,0 +1,126 @@
+"""``popcorn study``: run a grid of LLMs x modes x generators x queries, resumably; show its
+progress; write its report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+_file_argument = click.argument("study_file", type=click.Path(path_type=Path, dir_okay=False))
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+@click.group()
+def study() -> None:
+    """Studies: every combination of query, LLM, mode (basic, PE with N references and K
+    categories), clip and cover generator and seed is a job in a ledger beside the study file
+    (STUDY.study/); a study stopped at any moment resumes with 'study run' again.
+
+    \b
+    Typical use:
+      popcorn study run study.toml            # or --executor ray [--address HOST:PORT]
+      popcorn study status study.toml
+      popcorn study report study.toml         # STUDY.study/report/report.html
+
+    See the module popcorn.study.spec (or the README) for the study file's format.
+    """
+
+
+@study.command()
+@_file_argument
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this machine; ray: a Ray cluster (GPU stages ask for a GPU where it has one).",
+)
+@click.option("--address", help="Ray cluster address (default: start a local one).")
+@click.option("--retry-failed", is_flag=True, help="Run failed jobs again from their failed stage.")
+@_json_option
+def run(
+    study_file: Path, executor: str, address: str | None, retry_failed: bool, as_json: bool
+) -> None:
+    """Run every job not yet done (scripts, then clips and covers, then scores)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from popcorn.study.run import run_study
+    from popcorn.study.spec import load_study
+
+    spec = load_study(study_file)
+    err = Console(stderr=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+    tasks: dict[str, object] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done)  # type: ignore[arg-type]
+
+    with bar:
+        summary = run_study(spec, executor, address, retry_failed, progress)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict()))
+        return
+    failed = sum(summary.failed.values())
+    ran = ", ".join(f"{n} {s}" for s, n in summary.ran.items()) or "nothing"
+    err.print(
+        f"{summary.jobs} jobs ({summary.new} new, {summary.recovered} resumed after a stop): "
+        f"ran {ran}; {failed} failed -> {spec.folder}",
+        highlight=False,
+    )
+    if failed:
+        err.print("  see 'popcorn study status' and the report's failure table", highlight=False)
+
+
+@study.command()
+@_file_argument
+@_json_option
+def status(study_file: Path, as_json: bool) -> None:
+    """Jobs per stage and status, overall and per configuration."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from popcorn.study.run import status as get_status
+    from popcorn.study.spec import load_study
+
+    found = get_status(load_study(study_file))
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    states = sorted({s for c in found["configs"].values() for s in c})
+    table = Table(title=f"{found['jobs']} jobs")
+    table.add_column("configuration (LLM | mode | clip | cover)")
+    for state in states:
+        table.add_column(state, justify="right")
+    for config, counts in sorted(found["configs"].items()):
+        table.add_row(config, *(str(counts.get(s, 0)) for s in states))
+    Console().print(table)
+    if found["in_ledger"] < found["jobs"]:
+        Console().print(f"{found['jobs'] - found['in_ledger']} jobs not started yet")
+
+
+@study.command()
+@_file_argument
+@_json_option
+def report(study_file: Path, as_json: bool) -> None:
+    """Write the report (Markdown, HTML, figures, results table as CSV and parquet)."""
+    from popcorn.study.report import write_report
+    from popcorn.study.spec import load_study
+
+    spec = load_study(study_file)
+    written = write_report(spec)
+    if as_json:
+        click.echo(json.dumps(written))
+        return
+    click.echo(f"report: {spec.folder / 'report' / 'report.html'} ({len(written['files'])} files)")

@@ -1,0 +1,215 @@
+"""Scoring: load a trained predictor folder (checking it is whole and ours) and score new videos.
+
+A score is the predicted log2(1 + comments). Scoring a new video needs no dataset step: its
+frames are sampled and encoded, its title embedded, and its nearest training videos retrieved
+from the bank saved with the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from popcorn._io import atomic_write_json, read_json
+from popcorn.errors import UsageError
+from popcorn.predictor.features import FeatureSet, retrieval_text
+from popcorn.predictor.frames import sample_frames
+from popcorn.predictor.model import MMRA, ModelConfig
+from popcorn.predictor.textonly import TextOnly
+from popcorn.predictor.train import KIND, SCHEMA_VERSION, Batches, predict
+
+if TYPE_CHECKING:
+    from popcorn.predictor.encoders import VisualEncoder
+    from popcorn.retrieval.embedders import Embedder
+
+DEFAULT_PREDICTOR = Path("popcorn-predictor")
+HUMAN_FILE = "human.json"
+
+
+@dataclass(frozen=True)
+class Score:
+    score: float
+    """Predicted log2(1 + comments)."""
+    text_only: float
+    percentile: float | None
+    """Where the score falls among the held-out real videos' scores (the human reference)."""
+
+    @property
+    def comments(self) -> float:
+        return float(2.0**self.score - 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 4),
+            "comments": round(self.comments, 1),
+            "text_only": round(self.text_only, 4),
+            "percentile": None if self.percentile is None else round(self.percentile, 1),
+        }
+
+
+class Predictor:
+    def __init__(
+        self,
+        folder: Path,
+        model: MMRA,
+        meta: dict[str, Any],
+        bank: FeatureSet,
+        text_only: TextOnly,
+        device: str,
+    ) -> None:
+        self.folder, self.model, self.meta = folder, model, meta
+        self.bank, self.text_only, self.device = bank, text_only, device
+        self._visual: VisualEncoder | None = None
+        self._text: Embedder | None = None
+
+    @classmethod
+    def load(cls, folder: Path | str, device: str = "cpu") -> Predictor:
+        """Load and validate ``folder``; refuses, saying why, a checkpoint that is not whole, was
+        written by another format version, or does not match its own config."""
+        from safetensors import SafetensorError, safe_open
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta_file = folder / "predictor.json"
+        if not meta_file.is_file():
+            raise UsageError(
+                f"no trained predictor in {str(folder)!r}: run 'popcorn predictor features' "
+                "and 'popcorn predictor train' (or pass --predictor DIR)"
+            )
+        meta = read_json(meta_file)
+        if meta.get("kind") != KIND or meta.get("schema_version") != SCHEMA_VERSION:
+            raise UsageError(
+                f"{str(meta_file)!r} is a {meta.get('kind')!r} predictor of format "
+                f"{meta.get('schema_version')!r}; this popcorn reads {KIND!r} format "
+                f"{SCHEMA_VERSION}: train it again"
+            )
+        config = ModelConfig.from_dict(meta["model"])
+        weights = folder / "model.safetensors"
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                stamped = (f.metadata() or {}).get("config")
+            state = load_file(str(weights))
+        except (OSError, SafetensorError) as err:
+            raise UsageError(f"cannot read {str(weights)!r}: {err}") from None
+        if stamped != config.digest():
+            raise UsageError(
+                f"{str(weights)!r} was trained with another model config than "
+                f"{str(meta_file)!r} says: train again, or copy both files together"
+            )
+        model = MMRA(config)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+            raise UsageError(f"{str(weights)!r} does not fit its config: {first}") from None
+        bank = FeatureSet.load(folder, "bank")
+        return cls(folder, model.to(device).eval(), meta, bank, TextOnly.load(folder), device)
+
+    def identity(self) -> dict[str, Any]:
+        """What a score records about the predictor that gave it."""
+        return {
+            "folder": str(self.folder),
+            "weights": str(self.meta.get("weights_sha256", ""))[:16],
+            "trained": self.meta.get("trained_at", ""),
+        }
+
+    # --- encoders, checked against the ones the predictor was trained with ------------------
+
+    def encoders(self) -> tuple[VisualEncoder, Embedder]:
+        from popcorn.predictor.encoders import VisualEncoder
+        from popcorn.retrieval.embedders import Embedder
+
+        if self._visual is None or self._text is None:
+            visual = VisualEncoder(self.meta["visual"]["name"], device=self.device)
+            text = Embedder(self.meta["text"]["name"])
+            for kind, encoder in (("visual", visual), ("text", text)):
+                if encoder.identity() != self.meta[kind]:
+                    raise UsageError(
+                        f"the {kind} encoder {encoder.name!r} is not the one this predictor was "
+                        "trained with (its files differ): extract features and train again"
+                    )
+            self._visual, self._text = visual, text
+        return self._visual, self._text
+
+    def title_vectors(self, titles: list[str]) -> np.ndarray:
+        return self.encoders()[1].encode(titles)
+
+    # --- scoring ----------------------------------------------------------------------------
+
+    def predict(self, items: FeatureSet) -> np.ndarray:
+        """Scores of already-extracted videos (never retrieving themselves from the bank)."""
+        bank_ids = set(self.bank.ids)
+        if bank_ids & set(items.ids):
+            raise UsageError("these videos are in the training bank; score held-out videos")
+        batches = Batches(items, self.bank, self.meta["model"]["retrieved"], is_bank=False)
+        return predict(self.model, batches, self.device)
+
+    def score_video(self, path: Path, title: str, caption: str = "") -> Score:
+        if not title.strip():
+            raise UsageError("a title is needed to score a video")
+        visual, text = self.encoders()
+        frames = visual.encode(sample_frames(path, self.meta["frames"]))[None]
+        vectors = text.encode([title, retrieval_text(title, caption)])
+        item = FeatureSet(
+            ["new"], [title], np.zeros(1, np.int64), frames, vectors[:1], vectors[1:], {}
+        )
+        value = float(self.predict(item)[0])
+        return Score(value, float(self.text_only.predict(vectors[:1])[0]), self.percentile(value))
+
+    def score_titles(self, titles: list[str]) -> np.ndarray:
+        """The text-only model's scores: no frames needed."""
+        return self.text_only.predict(self.title_vectors(titles))
+
+    # --- the human reference ------------------------------------------------------------------
+
+    def human(self, features: FeatureSet) -> dict[str, Any]:
+        """Score the held-out (test split) real videos and save them as the human reference."""
+        test = set(self.meta["split"]["test"])
+        rows = np.array([i for i, vid in enumerate(features.ids) if vid in test], dtype=np.int64)
+        if len(rows) == 0:
+            raise UsageError("none of the held-out videos is in these features: extract again")
+        held_out = features.subset(rows)
+        scores = self.predict(held_out)
+        reference = {
+            "ids": held_out.ids,
+            "scores": [round(float(s), 5) for s in scores],
+            "labels": [round(float(x), 5) for x in held_out.labels],
+        }
+        atomic_write_json(self.folder / HUMAN_FILE, reference)
+        return reference
+
+    def percentile(self, value: float) -> float | None:
+        path = self.folder / HUMAN_FILE
+        if not path.is_file():
+            return None
+        scores = np.array(read_json(path)["scores"], dtype=np.float64)
+        return float(100.0 * np.mean(scores <= value)) if len(scores) else None
+
+
+def score_run(run_dir: Path | str, predictor: Predictor) -> dict[str, Any]:
+    """Score a run's clip with its script's title; records ``score.json`` and the manifest's
+    ``score`` stage. The video prompt stands in for frame captions in retrieval."""
+    from popcorn.errors import RunStoreError
+    from popcorn.runs.store import Run
+
+    run = Run.load(Path(run_dir))
+    script = run.script()
+    clip = run.manifest.files.get("clip")
+    if script is None or not clip or not (run.path / clip).is_file():
+        raise RunStoreError(
+            f"{str(run.path)!r} has no clip to score yet: run 'popcorn render {run.path}' first"
+        )
+    score = predictor.score_video(run.path / clip, script.title, script.video_prompt)
+    media = run.manifest.stages.get("media", {}).get("video", {})
+    record = {
+        **score.to_dict(),
+        "clip": clip,
+        "preview": bool(media.get("preview", False)),
+        "predictor": predictor.identity(),
+    }
+    run.write_json("score", "score.json", record)
+    run.save(stages={**run.manifest.stages, "score": record})
+    return record

@@ -1,0 +1,222 @@
+"""The job ledger: one SQLite database (WAL mode) per study, one row per job.
+
+A job moves through the stages ``script -> media -> score -> done``; ``stage`` is the next one
+to do and ``status`` says whether it is ``pending``, ``running`` or ``failed`` (``done`` when
+the job is finished). Each stage's outcome is committed in one transaction after its artifacts
+were written atomically, so a study killed at any moment (even SIGKILL) resumes from the
+ledger: a job caught ``running`` goes back to ``pending`` at the same stage, and the stage's
+own cache (the run store for scripts, the media keys for clips) makes redoing it free.
+See docs/design/study-ledger.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from popcorn.errors import UsageError
+from popcorn.study.spec import Job
+
+STAGES = ("script", "media", "score", "done")
+_MIGRATIONS = [
+    """
+    CREATE TABLE jobs (
+        key TEXT PRIMARY KEY,
+        query_set TEXT NOT NULL,
+        query TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        llm TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        refs INTEGER NOT NULL,
+        categories INTEGER NOT NULL,
+        video TEXT NOT NULL,
+        cover TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        stage TEXT NOT NULL DEFAULT 'script',
+        status TEXT NOT NULL DEFAULT 'pending',
+        failed_stage TEXT,
+        error TEXT,
+        run_dir TEXT,
+        title TEXT,
+        score REAL,
+        text_only REAL,
+        preview INTEGER,
+        score_by TEXT,
+        timings TEXT NOT NULL DEFAULT '{}',
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX jobs_stage ON jobs (stage, status);
+    """,
+]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Row:
+    """A ledger row as plain data."""
+
+    data: dict[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.data[name]
+
+
+class Ledger:
+    """Only the process that runs the study writes; readers (``study status``) may look on."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        try:
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as err:
+            raise UsageError(f"cannot open the study ledger {str(path)!r}: {err}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(_MIGRATIONS):
+            raise UsageError(f"{str(self.path)!r} was written by a newer popcorn: upgrade")
+        for number, script in enumerate(_MIGRATIONS[version:], version + 1):
+            with self.transaction():
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def add(self, jobs: Iterable[Job]) -> int:
+        """Insert jobs not yet in the ledger; returns how many were new."""
+        before = self.count()
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO jobs (key, query_set, query, tags, llm, mode, refs, "
+                "categories, video, cover, seed, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        j.key,
+                        j.query_set,
+                        j.query,
+                        json.dumps(dict(j.tags)),
+                        j.llm,
+                        j.mode.name,
+                        j.mode.refs,
+                        j.mode.categories,
+                        j.video,
+                        j.cover,
+                        j.seed,
+                        _now(),
+                    )
+                    for j in jobs
+                ],
+            )
+        return self.count() - before
+
+    def recover(self) -> int:
+        """Jobs left ``running`` by a process that died go back to ``pending``."""
+        with self.transaction():
+            cursor = self.db.execute(
+                "UPDATE jobs SET status='pending', updated_at=? WHERE status='running'", (_now(),)
+            )
+        return cursor.rowcount
+
+    def retry_failed(self) -> int:
+        with self.transaction():
+            cursor = self.db.execute(
+                "UPDATE jobs SET status='pending', error=NULL, failed_stage=NULL, updated_at=? "
+                "WHERE status='failed'",
+                (_now(),),
+            )
+        return cursor.rowcount
+
+    def rescore(self, keys: list[str], scorer: str | None) -> int:
+        """Finished jobs scored by another predictor (or none) go back to the score stage."""
+        if scorer is None:
+            return 0
+        changed = 0
+        with self.transaction():
+            for key in keys:
+                cursor = self.db.execute(
+                    "UPDATE jobs SET stage='score', status='pending', updated_at=? WHERE key=? "
+                    "AND stage='done' AND status='done' AND video!='none' "
+                    "AND (score_by IS NULL OR score_by!=?)",
+                    (_now(), key, scorer),
+                )
+                changed += cursor.rowcount
+        return changed
+
+    def start(self, keys: list[str]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "UPDATE jobs SET status='running', updated_at=? WHERE key=?",
+                [(_now(), k) for k in keys],
+            )
+
+    def finish(self, key: str, stage: str, fields: dict[str, Any], seconds: float) -> None:
+        """Record ``stage`` as done for ``key`` with its results, and move to the next stage."""
+        row = self.get(key)
+        timings = {**json.loads(row["timings"]), stage: round(seconds, 4)}
+        following = STAGES[STAGES.index(stage) + 1]
+        status = "done" if following == "done" else "pending"
+        columns = {**fields, "stage": following, "status": status, "timings": json.dumps(timings)}
+        self._update(key, columns)
+
+    def skip_to(self, key: str, stage: str) -> None:
+        self._update(key, {"stage": stage, "status": "done" if stage == "done" else "pending"})
+
+    def fail(self, key: str, stage: str, error: str) -> None:
+        self._update(key, {"status": "failed", "failed_stage": stage, "error": error[:2000]})
+
+    def _update(self, key: str, columns: dict[str, Any]) -> None:
+        columns = {**columns, "updated_at": _now()}
+        assignments = ", ".join(f"{name}=?" for name in columns)
+        with self.transaction():
+            self.db.execute(f"UPDATE jobs SET {assignments} WHERE key=?", (*columns.values(), key))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+    def get(self, key: str) -> Row:
+        found = self.db.execute("SELECT * FROM jobs WHERE key=?", (key,)).fetchone()
+        if found is None:
+            raise KeyError(key)
+        return Row(dict(found))
+
+    def rows(self, keys: Iterable[str] | None = None) -> list[Row]:
+        everything = [Row(dict(r)) for r in self.db.execute("SELECT * FROM jobs ORDER BY rowid")]
+        if keys is None:
+            return everything
+        wanted = set(keys)
+        return [r for r in everything if r["key"] in wanted]
+
+    def ready(self, stage: str, keys: Iterable[str]) -> list[Row]:
+        """Jobs of ``keys`` whose next stage is ``stage`` and that are pending."""
+        return [r for r in self.rows(keys) if r["stage"] == stage and r["status"] == "pending"]

@@ -1,0 +1,350 @@
+"""The study report: a tidy results table (CSV and parquet), statistics, figures (PNG and SVG)
+and a Markdown and an HTML page that show them, written into ``<study>.study/report/``."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from popcorn._io import atomic_write_bytes, atomic_write_text
+from popcorn.study.run import open_ledger
+from popcorn.study.spec import Study
+from popcorn.study.stats import bootstrap_mean, paired_test
+
+COLUMNS = [
+    "key",
+    "query_set",
+    "query",
+    "type",
+    "llm",
+    "mode",
+    "refs",
+    "categories",
+    "video",
+    "cover",
+    "seed",
+    "status",
+    "failed_stage",
+    "error",
+    "title",
+    "score",
+    "text_only",
+    "preview",
+    "run_dir",
+    "seconds_script",
+    "seconds_media",
+    "seconds_score",
+]
+
+
+def results(study: Study) -> list[dict[str, Any]]:
+    """One row per job of the study as it is now (jobs of removed cells are left out)."""
+    ledger = open_ledger(study)
+    try:
+        rows = ledger.rows({j.key for j in study.jobs()})
+    finally:
+        ledger.close()
+    table = []
+    for row in rows:
+        r = row.data
+        timings = json.loads(r["timings"])
+        table.append(
+            {
+                **{c: r.get(c) for c in COLUMNS if c in r},
+                "type": json.loads(r["tags"]).get("type", ""),
+                "status": "done" if r["stage"] == "done" else r["status"],
+                "preview": None if r["preview"] is None else bool(r["preview"]),
+                **{f"seconds_{s}": timings.get(s) for s in ("script", "media", "score")},
+            }
+        )
+    return table
+
+
+def write_table(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """``results.csv`` always; ``results.parquet`` too when pyarrow is installed."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(folder / "results.csv", buffer.getvalue())
+    written = [folder / "results.csv"]
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return written
+    table = pa.Table.from_pylist(rows)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(folder / "results.parquet", sink.getvalue().to_pybytes())
+    return [*written, folder / "results.parquet"]
+
+
+@dataclass
+class Page:
+    """Blocks rendered to Markdown and HTML alike: (kind, payload)."""
+
+    title: str
+    blocks: list[tuple[str, Any]]
+
+    def markdown(self) -> str:
+        out = [f"# {self.title}", ""]
+        for kind, payload in self.blocks:
+            if kind == "h2":
+                out += [f"## {payload}", ""]
+            elif kind == "p":
+                out += [payload, ""]
+            elif kind == "table":
+                head, rows = payload
+                out.append("| " + " | ".join(head) + " |")
+                out.append("|" + "---|" * len(head))
+                out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+                out.append("")
+            elif kind == "img":
+                out += [f"![{payload}]({payload})", ""]
+        return "\n".join(out)
+
+    def html(self) -> str:
+        body = [f"<h1>{html.escape(self.title)}</h1>"]
+        for kind, payload in self.blocks:
+            if kind == "h2":
+                body.append(f"<h2>{html.escape(payload)}</h2>")
+            elif kind == "p":
+                body.append(f"<p>{html.escape(payload)}</p>")
+            elif kind == "table":
+                head, rows = payload
+                cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+                lines = [f"<tr>{cells}</tr>"]
+                for row in rows:
+                    tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+                    lines.append(f"<tr>{tds}</tr>")
+                body.append("<table>" + "".join(lines) + "</table>")
+            elif kind == "img":
+                body.append(f'<img src="{html.escape(payload)}" alt="{html.escape(payload)}">')
+        style = (
+            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+            "padding:4px 8px;text-align:left}img{max-width:100%}"
+        )
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}"
+            f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+        )
+
+
+def _md(cell: Any) -> str:
+    return str(cell).replace("|", "\\|").replace("\n", " ")
+
+
+def _fmt(x: float) -> str:
+    return "" if x != x else f"{x:.3f}"  # NaN -> blank
+
+
+def write_report(study: Study) -> dict[str, Any]:
+    """Write the whole report; returns the paths written and the headline numbers."""
+    folder = study.folder / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = results(study)
+    files = write_table(rows, folder)
+    scored = [r for r in rows if r["status"] == "done" and r["score"] is not None]
+    human = _human(study)
+    blocks: list[tuple[str, Any]] = []
+    done = sum(r["status"] == "done" for r in rows)
+    blocks.append(
+        (
+            "p",
+            f"{len(rows)} jobs: {done} done, {len(scored)} scored, "
+            f"{sum(r['status'] == 'failed' for r in rows)} failed, "
+            f"{sum(r['status'] not in ('done', 'failed') for r in rows)} to do.",
+        )
+    )
+    if any(r["preview"] for r in scored):
+        blocks.append(
+            (
+                "p",
+                "Some clips are PREVIEW animatics (no diffusion model): their scores "
+                "exercise the pipeline and say little about real videos.",
+            )
+        )
+
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in scored:
+        by_type[r["type"] or r["query_set"]].append(r)
+    headline: dict[str, Any] = {}
+    for qtype, items in sorted(by_type.items()):
+        blocks.append(("h2", f"Predicted popularity: {qtype}"))
+        table = []
+        for config, values in sorted(_by_config(items).items()):
+            ci = bootstrap_mean(np.array(values))
+            table.append([config, ci.n, _fmt(ci.mean), f"[{_fmt(ci.low)}, {_fmt(ci.high)}]"])
+            headline.setdefault(qtype, {})[config] = ci.mean
+        if human is not None:
+            ci = bootstrap_mean(human)
+            table.append(
+                [
+                    "human (held-out real videos)",
+                    ci.n,
+                    _fmt(ci.mean),
+                    f"[{_fmt(ci.low)}, {_fmt(ci.high)}]",
+                ]
+            )
+        blocks.append(("table", (["configuration", "n", "mean", "95% CI"], table)))
+    figures = _figures(by_type, human, folder)
+
+    comparisons = _pe_vs_basic(scored)
+    if comparisons:
+        blocks.append(("h2", "PE against basic (paired by query, generator and seed)"))
+        blocks.append(("p", "Sign-flip permutation test, two-sided; effect size Cohen's d_z."))
+        blocks.append(
+            ("table", (["LLM", "PE mode", "pairs", "mean PE - basic", "d_z", "p"], comparisons))
+        )
+    for name in figures:
+        blocks.append(("h2", _FIGURE_TITLES[name.split(".")[0]]))
+        blocks.append(("img", name))
+
+    failures = Counter(r["failed_stage"] for r in rows if r["status"] == "failed")
+    blocks.append(("h2", "Failures"))
+    if failures:
+        examples: dict[str, str] = {}
+        for r in rows:
+            if r["status"] == "failed":
+                examples.setdefault(r["failed_stage"], r["error"])
+        blocks.append(
+            (
+                "table",
+                (
+                    ["stage", "jobs", "example"],
+                    [[s, n, examples[s]] for s, n in sorted(failures.items())],
+                ),
+            )
+        )
+    else:
+        blocks.append(("p", "None."))
+
+    page = Page(f"Study report: {study.name}", blocks)
+    atomic_write_text(folder / "report.md", page.markdown())
+    atomic_write_text(folder / "report.html", page.html())
+    written = [*files, folder / "report.md", folder / "report.html"]
+    written += [folder / f for f in figures for f in (f, f.replace(".png", ".svg"))]
+    return {"files": [str(p) for p in written], "means": headline, "failed": dict(failures)}
+
+
+_FIGURE_TITLES = {
+    "distributions": "Distributions of predicted popularity per configuration",
+    "ablation_refs": "Ablation: number of references N",
+    "ablation_categories": "Ablation: number of categories K",
+}
+
+
+def _by_config(items: list[dict[str, Any]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = defaultdict(list)
+    for r in items:
+        out[f"{r['llm']} | {r['mode']} | {r['video']}"].append(float(r["score"]))
+    return out
+
+
+def _human(study: Study) -> np.ndarray | None:
+    if study.predictor is None or not (study.predictor / "human.json").is_file():
+        return None
+    scores = json.loads((study.predictor / "human.json").read_text(encoding="utf-8"))["scores"]
+    return np.array(scores, dtype=np.float64)
+
+
+def _pe_vs_basic(scored: list[dict[str, Any]]) -> list[list[Any]]:
+    def pair_key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["query_set"], r["query"], r["video"], r["cover"], r["seed"])
+
+    basic: dict[tuple[Any, ...], dict[tuple[Any, ...], float]] = defaultdict(dict)
+    pe: dict[tuple[str, str], dict[tuple[Any, ...], float]] = defaultdict(dict)
+    for r in scored:
+        if r["mode"] == "basic":
+            basic[(r["llm"],)][pair_key(r)] = float(r["score"])
+        else:
+            pe[(r["llm"], r["mode"])][pair_key(r)] = float(r["score"])
+    out = []
+    for (llm, mode), values in sorted(pe.items()):
+        base = basic.get((llm,), {})
+        shared = sorted(set(values) & set(base))
+        if not shared:
+            continue
+        test = paired_test(
+            np.array([values[k] for k in shared]), np.array([base[k] for k in shared])
+        )
+        out.append(
+            [
+                llm,
+                mode,
+                test.n,
+                _fmt(test.mean_difference),
+                _fmt(test.effect_size),
+                _fmt(test.p_value),
+            ]
+        )
+    return out
+
+
+def _figures(
+    by_type: dict[str, list[dict[str, Any]]], human: np.ndarray | None, folder: Path
+) -> list[str]:
+    """PNG (and SVG beside it) figures; none when matplotlib is missing or nothing is scored."""
+    if not by_type:
+        return []
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    names = []
+    fig, axes = plt.subplots(1, len(by_type), figsize=(6 * len(by_type), 4.5), squeeze=False)
+    for ax, (qtype, items) in zip(axes[0], sorted(by_type.items()), strict=True):
+        groups = sorted(_by_config(items).items())
+        labels = [name for name, _ in groups]
+        data = [values for _, values in groups]
+        if human is not None:
+            labels.append("human")
+            data.append(list(human))
+        ax.boxplot(data, vert=False, showmeans=True)
+        ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
+        ax.set_title(qtype)
+        ax.set_xlabel("predicted log2(1 + comments)")
+    fig.tight_layout()
+    names.append(_save(fig, folder, "distributions"))
+    plt.close(fig)
+
+    everything = [r for items in by_type.values() for r in items if r["mode"] != "basic"]
+    for axis, fixed in (("refs", "categories"), ("categories", "refs")):
+        curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for r in everything:
+            curves[f"{r['llm']} ({fixed} {r[fixed]})"][int(r[axis])].append(float(r["score"]))
+        curves = {k: v for k, v in curves.items() if len(v) > 1}
+        if not curves:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, points in sorted(curves.items()):
+            xs = sorted(points)
+            ax.plot(xs, [float(np.mean(points[x])) for x in xs], marker="o", label=label)
+        ax.set_xlabel("N (references)" if axis == "refs" else "K (categories)")
+        ax.set_ylabel("mean predicted log2(1 + comments)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        names.append(_save(fig, folder, f"ablation_{axis}"))
+        plt.close(fig)
+    return names
+
+
+def _save(fig: Any, folder: Path, stem: str) -> str:
+    for suffix in ("png", "svg"):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=suffix, dpi=120)
+        atomic_write_bytes(folder / f"{stem}.{suffix}", buffer.getvalue())
+    return f"{stem}.png"

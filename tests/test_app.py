@@ -1,0 +1,156 @@
+"""The web app in a real browser (Playwright driving Debian's Chromium, headless) against the
+app started by the test, on the embedded defaults with the preview renderer."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / ".test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def pe_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from popcorn.retrieval.corpus import import_microlens
+    from popcorn.retrieval.embedders import Embedder
+    from popcorn.retrieval.index import build_index
+    from popcorn.retrieval.synthetic import generate_microlens
+
+    root = tmp_path_factory.mktemp("app-corpus")
+    generate_microlens(root / "raw", videos=220, seed=9)
+    corpus, report = import_microlens(root / "raw")
+    corpus.save(root / "corpus", report)
+    build_index(root / "corpus", Embedder())
+    return root / "corpus"
+
+
+@pytest.fixture(scope="module")
+def app_url(
+    tmp_path_factory: pytest.TempPathFactory, pe_corpus: Path, small_predictor: Path
+) -> Iterator[str]:
+    import uvicorn
+
+    from conftest import free_port
+    from popcorn.app.server import create_app
+    from popcorn.app.work import AppConfig
+
+    config = AppConfig(
+        out=tmp_path_factory.mktemp("app-runs"),
+        corpus=pe_corpus,
+        predictor=small_predictor,
+        llms=["embedded", "gguf:missing.gguf"],
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/api/options", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed: bash scripts/setup.sh --dev installs it"
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        yield instance
+        instance.close()
+
+
+def wait_done(url: str, task: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{url}/api/requests/{task}").json()
+        if state["status"] in ("done", "failed"):
+            return state
+        time.sleep(0.3)
+    raise AssertionError("the request did not finish")
+
+
+def test_a_query_runs_basic_and_pe_side_by_side_in_the_browser(browser, app_url: str):
+    page = browser.new_page()
+    page.goto(app_url)
+    page.fill("#query", "A cat learning to skateboard")
+    page.select_option("#llm", "embedded")
+    page.fill("#refs", "5")
+    page.click("#run")
+    page.wait_for_selector("#message:text('Done.')", timeout=300_000)
+    assert page.inner_text("#basic .title").strip()
+    assert page.inner_text("#pe .title").strip()
+    rows = page.locator("#pe table.references tr")
+    assert rows.count() == 6  # header + the 5 references
+    assert "comments" in page.inner_text("#pe table.references")
+    for side in ("basic", "pe"):
+        video = page.locator(f"#{side} video")
+        assert video.count() == 1
+        assert (
+            page.evaluate(f"fetch(document.querySelector('#{side} video').src).then(r => r.status)")
+            == 200
+        )
+        assert "Predicted popularity" in page.inner_text(f"#{side} .score")
+        assert page.locator(f"#{side} svg.plot rect").count() > 0
+        assert "PREVIEW" in page.inner_text(f"#{side}")
+    assert page.locator("#stages li.done").count() == 6
+    assert page.locator("#history li").count() >= 2
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
+    assert (ARTIFACTS / "app.png").stat().st_size > 10_000
+    page.close()
+
+
+def test_an_empty_query_is_a_message_in_the_page(browser, app_url: str):
+    page = browser.new_page()
+    page.goto(app_url)
+    page.click("#run")
+    page.wait_for_selector("#message.error")
+    assert "the query is empty" in page.inner_text("#message")
+    assert page.is_enabled("#run")
+    page.close()
+
+
+def test_bad_requests_get_clear_messages(app_url: str):
+    too_long = httpx.post(f"{app_url}/api/requests", json={"query": "x" * 5000})
+    assert too_long.status_code == 400 and "characters; the limit is" in too_long.json()["error"]
+    bad_llm = httpx.post(f"{app_url}/api/requests", json={"query": "cats", "llm": "gpt-9"})
+    assert bad_llm.status_code == 400 and "unknown llm 'gpt-9'" in bad_llm.json()["error"]
+    bad_refs = httpx.post(f"{app_url}/api/requests", json={"query": "cats", "refs": 999})
+    assert bad_refs.status_code == 400 and "refs must be" in bad_refs.json()["error"]
+    for path in ("/api/runs/..%2F..%2Fetc", "/api/runs/nothing/files/manifest.json"):
+        assert httpx.get(app_url + path).status_code == 404
+
+
+def test_a_failing_llm_is_shown_and_the_app_keeps_serving(app_url: str):
+    failing = httpx.post(
+        f"{app_url}/api/requests", json={"query": "Dogs surfing", "llm": "gguf:missing.gguf"}
+    ).json()
+    queued = httpx.post(
+        f"{app_url}/api/requests", json={"query": "Dogs surfing", "video": "none", "cover": "none"}
+    ).json()
+    assert queued["ahead"] >= 1  # a second request waits its turn instead of failing
+    state = wait_done(app_url, failing["id"])
+    assert state["status"] == "failed"
+    assert "missing.gguf" in state["errors"]["basic"]
+    after = wait_done(app_url, queued["id"])
+    assert after["status"] == "done" and after["results"]["basic"]["title"]

@@ -1,0 +1,250 @@
+"""Studies end to end on the embedded defaults: a handful of queries x basic/PE x the preview
+renderer x a tiny trained predictor; resumption after SIGKILL; the Ray executor; the report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from popcorn.study.spec import load_study
+
+pytestmark = pytest.mark.slow
+
+QUERIES = """prompt,type
+A cat learning to skateboard,concrete
+Street food in Bangkok at night,concrete
+Why minimalism makes people happier,abstract
+"""
+COMPARED = ("query", "type", "llm", "mode", "refs", "video", "status", "title", "score")
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from popcorn.retrieval.corpus import import_microlens
+    from popcorn.retrieval.embedders import Embedder
+    from popcorn.retrieval.index import build_index
+    from popcorn.retrieval.synthetic import generate_microlens
+
+    root = tmp_path_factory.mktemp("study-corpus")
+    generate_microlens(root / "raw", videos=220, seed=5)
+    corpus, report = import_microlens(root / "raw")
+    corpus.save(root / "corpus", report)
+    build_index(root / "corpus", Embedder())
+    return root / "corpus"
+
+
+def write_study(
+    folder: Path, corpus: Path, predictor: Path, modes: str = '"basic", "pe:3"'
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "queries.csv").write_text(QUERIES)
+    path = folder / "study.toml"
+    path.write_text(
+        f"""[study]
+name = "demo"
+llms = ["embedded"]
+modes = [{modes}]
+videos = ["preview"]
+covers = ["preview"]
+seeds = [42]
+predictor = "{predictor}"
+corpus = "{corpus}"
+
+[queries]
+demo = "queries.csv"
+"""
+    )
+    return path
+
+
+def table(study_file: Path) -> list[tuple[str, ...]]:
+    with (study_file.parent / "study.study" / "report" / "results.csv").open() as f:
+        rows = [tuple(r[c] for c in COMPARED) for r in csv.DictReader(f)]
+    return sorted(rows)
+
+
+@pytest.fixture(scope="module")
+def reference(
+    tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, small_predictor: Path
+) -> Path:
+    """An uninterrupted local run of the study, with its report."""
+    from click.testing import CliRunner
+
+    from popcorn.cli.main import cli
+
+    path = write_study(tmp_path_factory.mktemp("reference"), corpus_dir, small_predictor)
+    ran = CliRunner().invoke(cli, ["study", "run", str(path), "--json"])
+    assert ran.exit_code == 0, ran.output
+    assert json.loads(ran.stdout)["ran"] == {"script": 6, "media": 6, "score": 6}
+    reported = CliRunner().invoke(cli, ["study", "report", str(path), "--json"])
+    assert reported.exit_code == 0, reported.output
+    return path
+
+
+def test_the_study_writes_a_report_with_tables_and_plots(reference: Path):
+    report = reference.parent / "study.study" / "report"
+    for name in (
+        "report.md",
+        "report.html",
+        "results.csv",
+        "results.parquet",
+        "distributions.png",
+        "distributions.svg",
+    ):
+        assert (report / name).stat().st_size > 0, name
+    md = (report / "report.md").read_text()
+    assert "## Predicted popularity: concrete" in md and "## Predicted popularity: abstract" in md
+    assert "human (held-out real videos)" in md
+    assert "| embedded | pe:3 | 3 |" in md  # PE against basic, paired over the three queries
+    assert "PREVIEW" in md
+    rows = table(reference)
+    assert len(rows) == 6 and all(r[6] == "done" and float(r[8]) > 0 for r in rows)
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(report / "results.parquet").num_rows == 6
+
+
+def test_a_rerun_does_nothing_twice(cli, reference: Path):
+    result = cli("study", "run", str(reference), "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["ran"] == {}
+    status = json.loads(cli("study", "status", str(reference), "--json").out)
+    assert status["overall"] == {"done": 6}
+
+
+def test_a_killed_study_resumes_to_the_same_results(
+    cli, reference: Path, corpus_dir: Path, small_predictor: Path, tmp_path: Path
+):
+    path = write_study(tmp_path / "killed", corpus_dir, small_predictor)
+    ledger = path.parent / "study.study" / "ledger.sqlite"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "popcorn.cli.main", "study", "run", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and child.poll() is None:
+            if ledger.exists() and _scripts_done(ledger) >= 2:
+                break
+            time.sleep(0.2)
+        assert child.poll() is None, "the study finished before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    before = _finished_runs(path)
+    assert 2 <= len(before) < 6
+    resumed = cli("study", "run", str(path), "--json")
+    assert resumed.code == 0, resumed.err
+    summary = json.loads(resumed.out)
+    assert summary["ran"]["script"] <= 6 - len(before) + 1  # the job caught mid-write at most
+    after = _finished_runs(path)
+    assert {k: after[k] for k in before} == before  # finished scripts were not written again
+    assert cli("study", "report", str(path)).code == 0
+    assert table(path) == table(reference)
+
+
+def _scripts_done(ledger: Path) -> int:
+    with sqlite3.connect(ledger, timeout=5) as db:
+        return int(db.execute("SELECT COUNT(*) FROM jobs WHERE stage != 'script'").fetchone()[0])
+
+
+def _finished_runs(study_file: Path) -> dict[str, str]:
+    """Run folder -> the time its script was written, for runs with a script."""
+    runs = study_file.parent / "study.study" / "runs"
+    out = {}
+    for manifest in runs.glob("*/manifest.json"):
+        data = json.loads(manifest.read_text())
+        if data["files"].get("script"):
+            out[manifest.parent.name] = data["created_at"]
+    return out
+
+
+def test_the_ray_executor_gives_the_same_results_table(
+    cli, reference: Path, corpus_dir: Path, small_predictor: Path, tmp_path: Path
+):
+    pytest.importorskip("ray")
+    path = write_study(tmp_path / "ray", corpus_dir, small_predictor)
+    try:
+        result = cli("study", "run", str(path), "--executor", "ray", "--json")
+    finally:
+        import ray
+
+        ray.shutdown()
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["ran"] == {"script": 6, "media": 6, "score": 6}
+    assert cli("study", "report", str(path)).code == 0
+    assert table(path) == table(reference)
+
+
+def test_a_changed_study_runs_only_its_new_cells(cli, reference: Path, tmp_path: Path):
+    import shutil
+
+    copy = tmp_path / "changed"
+    shutil.copytree(reference.parent, copy)
+    text = (copy / "study.toml").read_text().replace('"basic", "pe:3"', '"basic", "pe:3", "pe:5"')
+    (copy / "study.toml").write_text(text)
+    result = cli("study", "run", str(copy / "study.toml"), "--json")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert summary["new"] == 3 and summary["ran"] == {"script": 3, "media": 3, "score": 3}
+
+
+def test_failing_jobs_are_recorded_and_the_study_goes_on(cli, tmp_path: Path):
+    (tmp_path / "q.txt").write_text("A cat learning to skateboard\n")
+    study = tmp_path / "study.toml"
+    study.write_text(
+        '[study]\nllms = ["embedded", "gguf:missing.gguf"]\nvideos = ["preview"]\n'
+        'covers = ["none"]\n\n[queries]\nq = "q.txt"\n'
+    )
+    result = cli("study", "run", str(study), "--json")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert summary["failed"] == {"script": 1} and summary["ran"]["media"] == 1
+    assert cli("study", "report", str(study)).code == 0
+    md = (tmp_path / "study.study" / "report" / "report.md").read_text()
+    assert "| script | 1 |" in md
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[study]\nllm = ["embedded"]\n[queries]\nq = "q.txt"\n', "line 2: unknown key 'llm'"),
+        ('[study]\nmodes = ["pe:x"]\n[queries]\nq = "q.txt"\n', "line 2: mode 'pe:x'"),
+        ('[study]\nvideos = ["sora"]\n[queries]\nq = "q.txt"\n', "line 2: unknown generator"),
+        ('[study]\n[queries]\nq = "missing.txt"\n', "line 3: query set 'q'"),
+        ('[study]\nseeds = [-1]\n[queries]\nq = "q.txt"\n', "line 2: seeds must be"),
+        ('[study]\nllms = ["gpt5"]\n[queries]\nq = "q.txt"\n', "line 2: unknown LLM 'gpt5'"),
+        ('[stuff]\n[queries]\nq = "q.txt"\n', "line 1: unknown section"),
+        ("[study\n", "study.toml"),
+    ],
+)
+def test_bad_study_files_name_the_line(cli, tmp_path: Path, body: str, message: str):
+    (tmp_path / "q.txt").write_text("A cat learning to skateboard\n")
+    (tmp_path / "study.toml").write_text(body)
+    result = cli("study", "run", str(tmp_path / "study.toml"))
+    assert result.code == 1
+    assert message in result.err and "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_jobs_have_content_addressed_keys(tmp_path: Path):
+    (tmp_path / "q.txt").write_text("A\nB\n")
+    (tmp_path / "study.toml").write_text(
+        '[study]\nmodes = ["basic", "pe:10:2"]\nseeds = [1, 2]\n[queries]\nq = "q.txt"\n'
+    )
+    jobs = load_study(tmp_path / "study.toml").jobs()
+    assert len(jobs) == 2 * 2 * 2 and len({j.key for j in jobs}) == 8
+    again = load_study(tmp_path / "study.toml").jobs()
+    assert [j.key for j in jobs] == [j.key for j in again]
+    assert jobs[2].mode.refs == 10 and jobs[2].mode.categories == 2
