@@ -156,7 +156,10 @@ class Worker:
         )
         task.stage(f"{mode}: script", "running")
         generator = Generator(r.llm, out=self.config.out, pe=pe)
-        media = MediaOptions(video=r.video, cover=r.cover)
+        media = MediaOptions(
+            video=None if r.video == "none" else r.video,
+            cover=None if r.cover == "none" else r.cover,
+        )
         predictor = self.predictor()
         if r.candidates > 1 and predictor is not None:
             from popcorn.bestof import best_of

@@ -313,7 +313,7 @@ def _figures(
         if human is not None:
             labels.append("human")
             data.append(list(human))
-        ax.boxplot(data, vert=False, showmeans=True)
+        ax.boxplot(data, orientation="horizontal", showmeans=True)
         ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
         ax.set_title(qtype)
         ax.set_xlabel("predicted log2(1 + comments)")
