@@ -289,22 +289,35 @@ def test_zero_comments_label_zero_and_metrics_are_the_studys():
     assert spearman(np.array([1, 1, 2]), np.array([3, 2, 1])) == pytest.approx(-0.8660254)
 
 
+def generate(cli, lab: Lab, out: Path, *extra: str):
+    """``popcorn generate`` on the embedded LLM and the preview clip, scored by the lab's model."""
+    query = "A cat learning to skateboard"
+    options = ["--predictor", str(lab.predictor), "--cover", "none", "--json"]
+    return cli("generate", query, "--out", str(out), *options, *extra)
+
+
 def test_generate_scores_its_clip_when_a_predictor_is_configured(
     cli, lab: Lab, trained: dict, tmp_path: Path
 ):
-    result = cli(
-        "generate",
-        "A cat learning to skateboard",
-        "--out",
-        str(tmp_path),
-        "--predictor",
-        str(lab.predictor),
-        "--cover",
-        "none",
-        "--json",
-    )
+    result = generate(cli, lab, tmp_path)
     assert result.code == 0, result.err
     line = json.loads(result.out)
     assert line["score"]["preview"] is True and line["score"]["score"] > 0
     saved = json.loads((Path(line["run_dir"]) / "score.json").read_text())
     assert saved["score"] == line["score"]["score"]
+
+
+def test_best_of_n_keeps_the_top_scored_candidate(cli, lab: Lab, trained: dict, tmp_path: Path):
+    result = generate(cli, lab, tmp_path, "--candidates", "3", "--render-top", "2")
+    assert result.code == 0, result.err
+    outcome = json.loads(result.out)
+    candidates = outcome["candidates"]
+    assert [c["seed"] for c in sorted(candidates, key=lambda c: c["seed"])] == [42, 43, 44]
+    text_scores = [c["text_only"] for c in candidates]
+    assert text_scores == sorted(text_scores, reverse=True)  # ranked by the text-only model
+    rendered = [c for c in candidates if c["rendered"]]
+    assert rendered == candidates[:2]
+    best = max(rendered, key=lambda c: c["score"])
+    assert outcome["winner"] == best["run_dir"]
+    saved = json.loads((Path(best["run_dir"]) / "candidates.json").read_text())
+    assert saved == outcome

@@ -247,3 +247,21 @@ def test_jobs_have_content_addressed_keys(tmp_path: Path):
     again = load_study(tmp_path / "study.toml").jobs()
     assert [j.key for j in jobs] == [j.key for j in again]
     assert jobs[2].mode.refs == 10 and jobs[2].mode.categories == 2
+
+
+def test_a_best_of_n_study_keeps_each_jobs_best_candidate(
+    cli, corpus_dir: Path, small_predictor: Path, tmp_path: Path
+):
+    path = write_study(tmp_path / "best", corpus_dir, small_predictor, modes='"basic"')
+    path.write_text(path.read_text().replace("seeds = [42]", "seeds = [42]\ncandidates = 2"))
+    (path.parent / "queries.csv").write_text("prompt,type\nA cat learning to skateboard,concrete\n")
+    result = cli("study", "run", str(path), "--json")
+    assert result.code == 0, result.err
+    assert cli("study", "report", str(path)).code == 0
+    with (path.parent / "study.study" / "report" / "results.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    saved = json.loads((Path(row["run_dir"]) / "candidates.json").read_text())
+    scores = [c["score"] for c in saved["candidates"] if c["rendered"]]
+    assert len(saved["candidates"]) == 2 and row["candidates"] == "2"
+    assert float(row["score"]) == pytest.approx(max(scores), abs=1e-3)
+    assert saved["winner"] == row["run_dir"]

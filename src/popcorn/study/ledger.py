@@ -53,6 +53,8 @@ _MIGRATIONS = [
     );
     CREATE INDEX jobs_stage ON jobs (stage, status);
     """,
+    # 2: best-of-N jobs (candidates > 1).
+    "ALTER TABLE jobs ADD COLUMN candidates INTEGER NOT NULL DEFAULT 1",
 ]
 
 
@@ -117,7 +119,8 @@ class Ledger:
         with self.transaction():
             self.db.executemany(
                 "INSERT OR IGNORE INTO jobs (key, query_set, query, tags, llm, mode, refs, "
-                "categories, video, cover, seed, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "categories, video, cover, seed, candidates, updated_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         j.key,
@@ -131,6 +134,7 @@ class Ledger:
                         j.video,
                         j.cover,
                         j.seed,
+                        j.candidates,
                         _now(),
                     )
                     for j in jobs

@@ -31,6 +31,7 @@ COLUMNS = [
     "video",
     "cover",
     "seed",
+    "candidates",
     "status",
     "failed_stage",
     "error",

@@ -9,6 +9,7 @@
     videos = ["preview"]                             # clip generators ("none" for no clip)
     covers = ["preview"]
     seeds = [42]
+    candidates = 1                                   # > 1: best-of-N per job (needs predictor)
     predictor = "popcorn-predictor"                  # optional: score every clip
     corpus = "popcorn-corpus"                        # needed by pe modes
     concurrency = 8                                  # LLM calls at once (API backends)
@@ -23,6 +24,7 @@ changes its output; unknown keys and bad values are errors that name their line.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,13 +91,14 @@ class Job:
     video: str
     cover: str
     seed: int
+    candidates: int = 1
 
     @property
     def key(self) -> str:
         return job_key(self.inputs())
 
     def inputs(self) -> dict[str, Any]:
-        return {
+        inputs = {
             "query": self.query,
             "llm": self.llm,
             **self.mode.to_dict(),
@@ -103,6 +106,9 @@ class Job:
             "cover": self.cover,
             "seed": self.seed,
         }
+        if self.candidates > 1:  # absent at 1, so studies without best-of-N keep their keys
+            inputs["candidates"] = self.candidates
+        return inputs
 
     @property
     def config(self) -> str:
@@ -123,6 +129,7 @@ class Study:
     predictor: Path | None
     corpus: Path
     concurrency: int
+    candidates: int = 1
 
     @property
     def folder(self) -> Path:
@@ -130,27 +137,23 @@ class Study:
         return self.path.parent / f"{self.path.stem}.study"
 
     def jobs(self) -> list[Job]:
-        out = []
-        for set_name, items in self.queries.items():
-            for item in items:
-                for llm in self.llms:
-                    for mode in self.modes:
-                        for video in self.videos:
-                            for cover in self.covers:
-                                for seed in self.seeds:
-                                    out.append(
-                                        Job(
-                                            set_name,
-                                            item.query,
-                                            tuple(sorted(item.tags.items())),
-                                            llm,
-                                            mode,
-                                            video,
-                                            cover,
-                                            seed,
-                                        )
-                                    )
-        return out
+        """Every combination, in a stable order (query sets and queries as in their files)."""
+        items = [(name, item) for name, found in self.queries.items() for item in found]
+        grid = itertools.product(items, self.llms, self.modes, self.videos, self.covers, self.seeds)
+        return [
+            Job(
+                name,
+                item.query,
+                tuple(sorted(item.tags.items())),
+                llm,
+                mode,
+                video,
+                cover,
+                seed,
+                self.candidates,
+            )
+            for (name, item), llm, mode, video, cover, seed in grid
+        ]
 
 
 def load_study(path: Path | str) -> Study:
@@ -210,6 +213,11 @@ def load_study(path: Path | str) -> Study:
     predictor = study.get("predictor")
     if predictor is not None and not isinstance(predictor, str):
         raise fail("predictor", "predictor must be a folder path")
+    candidates = study.get("candidates", 1)
+    if not isinstance(candidates, int) or not 1 <= candidates <= 64:
+        raise fail("candidates", "candidates must be an integer from 1 to 64")
+    if candidates > 1 and (predictor is None or "none" in videos):
+        raise fail("candidates", "best-of-N (candidates > 1) needs a predictor and clips")
     corpus = study.get("corpus", "popcorn-corpus")
     if not isinstance(corpus, str):
         raise fail("corpus", "corpus must be a folder path")
@@ -240,6 +248,7 @@ def load_study(path: Path | str) -> Study:
         predictor=(base / predictor).resolve() if predictor else None,
         corpus=(base / corpus).resolve(),
         concurrency=concurrency,
+        candidates=candidates,
     )
 
 

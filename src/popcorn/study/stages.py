@@ -57,19 +57,25 @@ def script(ctx: Context, job: dict[str, Any]) -> dict[str, Any]:
     """Write the job's script (the run store returns a finished one without calling the LLM)."""
     import json
 
-    result = _generator(ctx, job).generate(job["query"], tags=json.loads(job["tags"]))
+    generator = _generator(ctx, job)
+    if job.get("candidates", 1) > 1:  # best-of-N: the winner's run becomes the job's run
+        from popcorn.bestof import best_of
+
+        top = min(2, job["candidates"])
+        outcome = best_of(
+            generator, job["query"], job["candidates"], top, predictor(ctx), _media_options(job)
+        )
+        result = outcome.winner.result
+    else:
+        result = generator.generate(job["query"], tags=json.loads(job["tags"]))
     return {"run_dir": str(result.run_dir), "title": result.script.title}
 
 
 def media(ctx: Context, job: dict[str, Any]) -> dict[str, Any]:
     """Render the job's clip and cover into its run folder (cached by their own keys)."""
-    from popcorn.media.render import MediaOptions, render
+    from popcorn.media.render import render
 
-    def generator(name: str) -> str | None:
-        return None if name == "none" else name
-
-    options = MediaOptions(video=generator(job["video"]), cover=generator(job["cover"]))
-    stage = render(job["run_dir"], options)
+    stage = render(job["run_dir"], _media_options(job))
     return {"preview": int(bool(stage.get("video", {}).get("preview", False)))}
 
 
@@ -83,6 +89,15 @@ def score(ctx: Context, job: dict[str, Any]) -> dict[str, Any]:
         "text_only": record["text_only"],
         "score_by": model.identity()["weights"],
     }
+
+
+def _media_options(job: dict[str, Any]) -> Any:
+    from popcorn.media.render import MediaOptions
+
+    def generator(name: str) -> str | None:
+        return None if name == "none" else name
+
+    return MediaOptions(video=generator(job["video"]), cover=generator(job["cover"]))
 
 
 STAGE_FUNCTIONS = {"script": script, "media": media, "score": score}
