@@ -245,6 +245,8 @@ def test_a_rendered_run_is_scored_into_its_manifest(cli, lab: Lab, trained: dict
     run.write_json("script", "script.json", {"schema_version": 1, "script": script.to_dict()})
     run.save(status="done")
     assert cli("score", str(run.path), *lab.options()).code == 1  # nothing rendered yet
+    ranked = cli("score", "--text-only", str(run.path), *lab.options(), "--json")
+    assert ranked.code == 0 and json.loads(ranked.out)[0]["title"] == "Skater cat"
     rendered = cli("render", str(run.path), "--video", "preview", "--cover", "none")
     assert rendered.code == 0, rendered.err
     result = cli("score", str(run.path), *lab.options(), "--json")

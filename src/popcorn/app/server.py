@@ -13,7 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from popcorn.app.work import AppConfig, Request, Worker, _describe_run
+from popcorn.app.work import AppConfig, Request, Worker, describe_run
 from popcorn.errors import MissingDependencyError, PopcornError, UsageError
 
 _RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,120}$")
@@ -23,7 +23,7 @@ _MEDIA_TYPES = {".png": "image/png", ".mp4": "video/mp4", ".json": "application/
 def create_app(config: AppConfig) -> Any:
     try:
         from fastapi import FastAPI, HTTPException
-        from fastapi.responses import HTMLResponse, JSONResponse, Response
+        from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     except ImportError:
         raise MissingDependencyError("fastapi", "app", "The web app") from None
     from popcorn.media.registry import cover_names, video_names
@@ -110,7 +110,7 @@ def create_app(config: AppConfig) -> Any:
     @app.get("/api/runs/{name}")
     async def open_run(name: str) -> dict[str, Any]:
         try:
-            return _describe_run(run_dir(name))
+            return describe_run(run_dir(name))
         except PopcornError as error:
             raise HTTPException(404, str(error)) from None
 
@@ -123,7 +123,7 @@ def create_app(config: AppConfig) -> Any:
             raise HTTPException(404, "no such file in this run")
         path = folder / file
         kind = _MEDIA_TYPES.get(path.suffix, "application/octet-stream")
-        return Response(path.read_bytes(), media_type=kind)
+        return FileResponse(path, media_type=kind)  # answers range requests: clips can seek
 
     @app.get("/api/runs/{name}/download")
     async def download(name: str) -> Response:

@@ -169,7 +169,7 @@ class Worker:
             )
             for step in ("script", "media", "score"):
                 task.stage(f"{mode}: {step}", "done")
-            result = _describe_run(outcome.winner.result.run_dir)
+            result = describe_run(outcome.winner.result.run_dir)
             result["candidates"] = [c.to_dict() for c in outcome.candidates]
             return result
         run_dir = generator.generate(r.query).run_dir
@@ -185,10 +185,10 @@ class Worker:
             task.stage(f"{mode}: score", "done")
         else:
             task.stage(f"{mode}: score", "skipped")
-        return _describe_run(run_dir)
+        return describe_run(run_dir)
 
 
-def _describe_run(run_dir: Path) -> dict[str, Any]:
+def describe_run(run_dir: Path) -> dict[str, Any]:
     """What the page shows of a run, from its folder (also used for re-opened history)."""
     from popcorn.runs.store import Run
 

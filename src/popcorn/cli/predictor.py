@@ -288,8 +288,9 @@ def score(
     as_json: bool,
 ) -> None:
     """Predict the popularity of a run's clip (TARGET is a run folder; the score is written
-    into it), of a video file (TARGET with --title), of titles alone (--text-only), or of the
-    held-out real videos (--human). Scores are predicted log2(1 + comments).
+    into it), of a video file (TARGET with --title), of titles alone (--text-only, with
+    --title and/or a run folder, nothing rendered needed), or of the held-out real videos
+    (--human). Scores are predicted log2(1 + comments).
 
     \b
     Examples:
@@ -304,9 +305,11 @@ def score(
     model = _load(p.path, p.device)
     if human:
         _score_human(model, p.path, as_json)
-    elif text_only and target is None:
+    elif text_only:
+        if target is not None:
+            title = (*title, _run_title(target))
         if not title:
-            raise UsageError("give at least one --title to score with --text-only")
+            raise UsageError("give a run folder or at least one --title to score with --text-only")
         scores = model.score_titles(list(title))
         rows = [
             {"title": t, "text_only": round(float(s), 4)}
@@ -329,6 +332,17 @@ def score(
         _show(model.score_video(target, title[0], caption).to_dict(), as_json)
     else:
         raise UsageError(f"not found: {str(target)!r} (a run folder or a video file)")
+
+
+def _run_title(run_dir: Path) -> str:
+    """The title of a run's script (a run with no clip yet can be ranked by its title)."""
+    from popcorn.errors import RunStoreError
+    from popcorn.runs.store import Run
+
+    script = Run.load(run_dir).script()
+    if script is None:
+        raise RunStoreError(f"{str(run_dir)!r} has no script yet")
+    return script.title
 
 
 def _show(record: dict[str, Any], as_json: bool) -> None:
