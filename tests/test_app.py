@@ -105,10 +105,8 @@ def test_a_query_runs_basic_and_pe_side_by_side_in_the_browser(browser, app_url:
     for side in ("basic", "pe"):
         video = page.locator(f"#{side} video")
         assert video.count() == 1
-        assert (
-            page.evaluate(f"fetch(document.querySelector('#{side} video').src).then(r => r.status)")
-            == 200
-        )
+        fetch = f"fetch(document.querySelector('#{side} video').src).then(r => r.status)"
+        assert page.evaluate(fetch) in (200, 206)  # 206: the browser asked for a byte range
         assert "Predicted popularity" in page.inner_text(f"#{side} .score")
         assert page.locator(f"#{side} svg.plot rect").count() > 0
         assert "PREVIEW" in page.inner_text(f"#{side}")
