@@ -175,6 +175,7 @@ def test_list_values_are_joined():
         ),
         (json.dumps(dict(GOOD, video_prompt="   ")), "empty_field"),
         (json.dumps(dict(GOOD, title="<catchy title>")), "placeholder"),
+        (json.dumps(dict(GOOD, title="POPULAR")), "placeholder"),
         ('{"title": "Kitten", "cover_prompt": "a kitten on a board", "video_pro', "truncated"),
         ("I'm sorry, but I can't help with that request.", "refusal"),
         ("As an AI language model I cannot create videos.", "refusal"),

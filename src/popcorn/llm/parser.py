@@ -52,7 +52,10 @@ _REFUSAL = re.compile(
     r"as\s+an\s+ai\b|i\s+must\s+decline|unable\s+to\s+(?:help|assist|comply))",
     re.IGNORECASE,
 )
-_PLACEHOLDER = re.compile(r"^(?:<[^<>]*>|\[[^\[\]]*\]|\.\.\.|…|n/?a|none|null|tbd|todo)$", re.I)
+# Also the PE prompt's reference labels: a small model sometimes answers a field with one.
+_PLACEHOLDER = re.compile(
+    r"^(?:<[^<>]*>|\[[^\[\]]*\]|\.\.\.|…|n/?a|none|null|tbd|todo|(?:un)?popular)$", re.I
+)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -351,6 +352,12 @@ class DiffusersVideo(DiffusersModel):
     def _from_pretrained(self, diffusers: Any, kwargs: dict[str, Any]) -> Any:
         cls = getattr(diffusers, self.pipeline_class)
         saved_with_adapter = (Path(self.model).expanduser() / "motion_adapter").is_dir()
+        if saved_with_adapter and self.adapter and self.adapter != self.preset.adapter:
+            logging.getLogger(__name__).warning(
+                "%s holds its own motion adapter; --motion-adapter %s is not used",
+                self.model,
+                self.adapter,
+            )
         if not self.adapter or saved_with_adapter:
             return cls.from_pretrained(self.model, **kwargs)
         adapter = _motion_adapter(diffusers, self.adapter, kwargs["dtype"])
