@@ -27,30 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from concurrency import serve  # noqa: E402
-
-from popcorn.study.run import run_study  # noqa: E402
-from popcorn.study.spec import load_study  # noqa: E402
-
-
-def small_predictor(root: Path) -> Path:
-    from popcorn.predictor.encoders import VisualEncoder
-    from popcorn.predictor.features import extract
-    from popcorn.predictor.synthetic import generate_media_corpus
-    from popcorn.predictor.toy import save_toy_sentence_encoder, save_toy_vit
-    from popcorn.predictor.train import TrainSettings, train
-    from popcorn.retrieval.corpus import import_table
-    from popcorn.retrieval.embedders import Embedder
-
-    data = generate_media_corpus(root / "data", videos=100)
-    corpus, report = import_table(data.table)
-    corpus.save(root / "corpus", report)
-    texts = [v.title for v in corpus.videos]
-    visual = VisualEncoder(str(save_toy_vit(root / "vit")))
-    text = Embedder(str(save_toy_sentence_encoder(root / "st", texts)))
-    features, _ = extract(root / "corpus", data.videos, root / "predictor", visual, text)
-    train(features, root / "predictor", TrainSettings(hidden=16, lr=3e-3, epochs=5))
-    return root / "predictor"
+from concurrency import serve
+from popcorn.predictor.toy import build_toy_predictor
+from popcorn.study.run import run_study
+from popcorn.study.spec import load_study
 
 
 def study_file(folder: Path, queries: int, media: bool, predictor: Path | None, conc: int) -> Path:
@@ -92,15 +72,17 @@ def main() -> None:
     os.environ.update({"OPENAI_BASE_URL": url, "OPENAI_API_KEY": "bench"})
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        predictor = small_predictor(root / "p")
+        predictor = build_toy_predictor(root / "p", videos=100, epochs=5)
 
         path = study_file(root / "overhead", 40, True, predictor, 1)
         wall, inside = timed(path)
         overhead = wall - inside
-        print(f"overhead, 40 jobs (script + preview media + score), concurrency 1:")
+        print("overhead, 40 jobs (script + preview media + score), concurrency 1:")
         print(f"  inside the stages (baseline) {inside:7.2f} s  ({inside / 40 * 1e3:.0f} ms/job)")
-        print(f"  harness                      {overhead:7.2f} s  ({overhead / 40 * 1e3:.1f} ms/job)"
-              f"  = {100 * overhead / inside:.1f}% of the jobs' own work")
+        print(
+            f"  harness                      {overhead:7.2f} s  ({overhead / 40 * 1e3:.1f} ms/job)"
+            f"  = {100 * overhead / inside:.1f}% of the jobs' own work"
+        )
 
         walls = {}
         for conc in (1, 8):
@@ -120,8 +102,10 @@ def main() -> None:
             ray.shutdown()
             print("16 jobs (script + preview media + score), concurrency 8:")
             print(f"  local (baseline)   {local:7.2f} s")
-            print(f"  ray, local cluster {on_ray:7.2f} s  ({on_ray / local:.1f}x the local time), "
-                  f"plus {start_up:.1f} s to start the cluster")
+            print(
+                f"  ray, local cluster {on_ray:7.2f} s  ({on_ray / local:.1f}x the local time), "
+                f"plus {start_up:.1f} s to start the cluster"
+            )
     server.shutdown()
 
 

@@ -226,26 +226,7 @@ def llama_proxy(llama_server: str) -> Iterator[FaultProxy]:
 
 @pytest.fixture(scope="session")
 def small_predictor(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A predictor trained briefly on 120 generated videos with tiny random encoders, with its
-    human reference scored: enough to score clips end to end, not to be good."""
-    from popcorn.predictor.encoders import VisualEncoder
-    from popcorn.predictor.features import extract
-    from popcorn.predictor.score import Predictor
-    from popcorn.predictor.synthetic import generate_media_corpus
-    from popcorn.predictor.toy import save_toy_sentence_encoder, save_toy_vit
-    from popcorn.predictor.train import TrainSettings, train
-    from popcorn.retrieval.corpus import import_table
-    from popcorn.retrieval.embedders import Embedder
+    """A predictor trained briefly on 120 generated videos with tiny random encoders."""
+    from popcorn.predictor.toy import build_toy_predictor
 
-    root = tmp_path_factory.mktemp("small-predictor")
-    data = generate_media_corpus(root / "data", videos=120, seed=3)
-    corpus, report = import_table(data.table)
-    corpus.save(root / "corpus", report)
-    texts = [v.title for v in corpus.videos] + [v.caption for v in corpus.videos]
-    visual = VisualEncoder(str(save_toy_vit(root / "vit")))
-    text = Embedder(str(save_toy_sentence_encoder(root / "st", texts)))
-    folder = root / "predictor"
-    features, _ = extract(root / "corpus", data.videos, folder, visual, text)
-    train(features, folder, TrainSettings(hidden=16, lr=3e-3, batch_size=32, epochs=15))
-    Predictor.load(folder).human(features)
-    return folder
+    return build_toy_predictor(tmp_path_factory.mktemp("small-predictor"), videos=120, seed=3)

@@ -109,3 +109,31 @@ def save_toy_sentence_encoder(folder: Path | str, texts: Iterable[str], seed: in
     )
     model.save(str(folder / "model"))
     return folder / "model"
+
+
+def build_toy_predictor(
+    root: Path | str, videos: int = 120, seed: int = 0, epochs: int = 15, hidden: int = 16
+) -> Path:
+    """A predictor trained briefly on ``videos`` generated videos with the toy encoders, with
+    its human reference scored: enough to score clips end to end, not to be good. Everything
+    it needs (data, corpus, encoders) is written under ``root``; returns the predictor folder."""
+    from popcorn.predictor.encoders import VisualEncoder
+    from popcorn.predictor.features import extract
+    from popcorn.predictor.score import Predictor
+    from popcorn.predictor.synthetic import generate_media_corpus
+    from popcorn.predictor.train import TrainSettings, train
+    from popcorn.retrieval.corpus import import_table
+    from popcorn.retrieval.embedders import Embedder
+
+    root = Path(root)
+    data = generate_media_corpus(root / "data", videos=videos, seed=seed)
+    corpus, report = import_table(data.table)
+    corpus.save(root / "corpus", report)
+    texts = [v.title for v in corpus.videos] + [v.caption for v in corpus.videos]
+    visual = VisualEncoder(str(save_toy_vit(root / "vit")))
+    text = Embedder(str(save_toy_sentence_encoder(root / "st", texts)))
+    folder = root / "predictor"
+    features, _ = extract(root / "corpus", data.videos, folder, visual, text)
+    train(features, folder, TrainSettings(hidden=hidden, lr=3e-3, batch_size=32, epochs=epochs))
+    Predictor.load(folder).human(features)
+    return folder
