@@ -48,8 +48,10 @@ class _LazyGroup(click.Group):
 )
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
-    """Popcorn turns a one-line idea into a micro-video script: a title, a cover-image prompt
-    and a 3-second video prompt, written by an LLM. Runs are saved under --out and resumed.
+    """Popcorn turns a one-line idea into a micro-video: an LLM writes a title, a cover-image
+    prompt and a 3-second video prompt, diffusion models (or a preview animatic) render the
+    cover and the clip, and a trained predictor scores its popularity. Runs are saved under
+    --out and resumed; studies cross LLMs, prompt enhancement and generators.
 
     \b
     Examples:
@@ -57,7 +59,9 @@ def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
       popcorn generate --queries queries.csv --llm deepseek:deepseek-chat --concurrency 8
       popcorn corpus import microlens ~/data/MicroLens-100k && popcorn corpus index
       popcorn generate "How to cook ramen at home" --pe --refs 10
-      popcorn llms
+      popcorn predictor features --videos ~/data/MicroLens-100k/videos && popcorn predictor train
+      popcorn study run study.toml && popcorn study report study.toml
+      popcorn serve
     """
     ctx.obj = {"debug": debug}
     logging.basicConfig(
