@@ -265,3 +265,20 @@ def test_a_best_of_n_study_keeps_each_jobs_best_candidate(
     assert len(saved["candidates"]) == 2 and row["candidates"] == "2"
     assert float(row["score"]) == pytest.approx(max(scores), abs=1e-3)
     assert saved["winner"] == row["run_dir"]
+
+
+def test_a_full_ledger_is_a_one_line_error_and_keeps_what_was_committed(tmp_path: Path):
+    from popcorn.errors import PopcornError
+    from popcorn.study.ledger import Ledger
+
+    (tmp_path / "q.txt").write_text("".join(f"Idea {i}\n" for i in range(300)))
+    (tmp_path / "study.toml").write_text('[study]\n[queries]\nq = "q.txt"\n')
+    jobs = load_study(tmp_path / "study.toml").jobs()
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.add(jobs[:5])
+    pages = ledger.db.execute("PRAGMA page_count").fetchone()[0]
+    ledger.db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from here on
+    with pytest.raises(PopcornError, match="cannot write the study ledger .*full"):
+        ledger.add(jobs[5:])
+    assert ledger.count() == 5 and not ledger.db.in_transaction
+    ledger.close()

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from popcorn.errors import UsageError
+from popcorn.errors import PopcornError, UsageError
 from popcorn.study.spec import Job
 
 STAGES = ("script", "media", "score", "done")
@@ -103,13 +103,23 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """One all-or-nothing change; a ledger that cannot be written (a full disk, a locked
+        file) is a one-line error, and the last committed state stays as it was."""
         try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as err:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise PopcornError(
+                f"cannot write the study ledger {str(self.path)!r}: {err} (free some space and "
+                "run 'popcorn study run' again: finished jobs are kept)"
+            ) from None
 
     # --- writing ------------------------------------------------------------------------------
 
