@@ -278,7 +278,7 @@ def test_a_full_ledger_is_a_one_line_error_and_keeps_what_was_committed(tmp_path
     ledger.add(jobs[:5])
     pages = ledger.db.execute("PRAGMA page_count").fetchone()[0]
     ledger.db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from here on
-    with pytest.raises(PopcornError, match="cannot write the study ledger .*full"):
+    with pytest.raises(PopcornError, match=r"cannot write the study ledger .*full"):
         ledger.add(jobs[5:])
     assert ledger.count() == 5 and not ledger.db.in_transaction
     ledger.close()
