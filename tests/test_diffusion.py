@@ -186,27 +186,11 @@ def test_every_video_generator_renders_the_requested_clip(
 
     model = getattr(toy, builder)(tmp_path / "model")
     run = finished_run(tmp_path, preset[0])
+    size = f"--width {width} --height {height} --frames {frames} --fps {fps}"
     result = cli(
-        "render",
-        str(run),
-        "--video",
-        preset,
-        "--video-model",
-        str(model),
-        "--steps",
-        "2",
-        "--width",
-        str(width),
-        "--height",
-        str(height),
-        "--frames",
-        str(frames),
-        "--fps",
-        str(fps),
-        "--cover",
-        "none",
-        "--json",
-    )
+        "render", str(run), "--video", preset, "--video-model", str(model),
+        *f"--steps 2 {size} --cover none --json".split(),
+    )  # fmt: skip
     assert result.code == 0, result.err
     stage = json.loads(result.out)
     assert stage["video"]["backend"] == preset and stage["video"]["preview"] is False
@@ -241,26 +225,11 @@ def test_animatediff_takes_a_base_model_and_a_separate_motion_adapter(cli, tmp_p
     adapter = save_toy_motion_adapter(tmp_path / "adapter")
     run = finished_run(tmp_path, "m")
     result = cli(
-        "render",
-        str(run),
-        "--video",
-        "animatediff",
-        "--video-model",
-        str(base),
-        "--motion-adapter",
-        str(adapter),
-        "--steps",
-        "2",
-        "--width",
-        "32",
-        "--height",
-        "32",
-        "--frames",
-        "8",
-        "--cover",
-        "none",
+        "render", str(run), "--video", "animatediff", "--video-model", str(base),
+        "--motion-adapter", str(adapter),
+        "--steps", "2", "--width", "32", "--height", "32", "--frames", "8", "--cover", "none",
         "--json",
-    )
+    )  # fmt: skip
     assert result.code == 0, result.err
     assert json.loads(result.out)["video"]["backend"] == "animatediff"
     assert probe(run / "clip.mp4").frames == 8
@@ -279,24 +248,9 @@ def test_every_cover_model_renders_a_cover_in_the_clips_aspect(
     model = getattr(toy, builder)(tmp_path / "model")
     run = finished_run(tmp_path, "c")
     result = cli(
-        "render",
-        str(run),
-        "--video",
-        "none",
-        "--cover",
-        cover,
-        "--cover-model",
-        str(model),
-        "--cover-size",
-        "32",
-        "--cover-steps",
-        "2",
-        "--width",
-        "48",
-        "--height",
-        "32",
-        "--json",
-    )
+        "render", str(run), "--video", "none", "--cover", cover, "--cover-model", str(model),
+        "--cover-size", "32", "--cover-steps", "2", "--width", "48", "--height", "32", "--json",
+    )  # fmt: skip
     assert result.code == 0, result.err
     stage = json.loads(result.out)
     assert stage["cover"]["backend"] == cover and stage["cover"]["preview"] is False

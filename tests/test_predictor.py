@@ -32,6 +32,14 @@ class Lab:
     def options(self) -> list[str]:
         return ["--predictor", str(self.predictor)]
 
+    def features(self, out: Path, videos: Path | None = None) -> list[str]:
+        """``predictor features`` on this lab's corpus and toy encoders, into ``out``."""
+        return [
+            "predictor", "features", "--videos", str(videos or self.videos),
+            "--corpus", str(self.corpus), "--visual", str(self.vit),
+            "--embedder", str(self.embedder), "--predictor", str(out), "--json",
+        ]  # fmt: skip
+
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
@@ -63,23 +71,7 @@ def trained(lab: Lab) -> dict[str, object]:
     from popcorn.cli.main import cli
 
     runner = CliRunner()
-    features = runner.invoke(
-        cli,
-        [
-            "predictor",
-            "features",
-            "--videos",
-            str(lab.videos),
-            "--corpus",
-            str(lab.corpus),
-            "--visual",
-            str(lab.vit),
-            "--embedder",
-            str(lab.embedder),
-            *lab.options(),
-            "--json",
-        ],
-    )
+    features = runner.invoke(cli, lab.features(lab.predictor))
     assert features.exit_code == 0, features.output
     trained = runner.invoke(cli, ["predictor", "train", *TRAIN, *lab.options(), "--json"])
     assert trained.exit_code == 0, trained.output
@@ -111,38 +103,10 @@ def test_broken_videos_are_skipped_counted_and_named(lab: Lab, trained: dict[str
 
 def test_a_second_extraction_reads_frames_from_the_cache(cli, lab: Lab, trained: dict):
     out = lab.root / "again"
-    result = cli(
-        "predictor",
-        "features",
-        "--videos",
-        str(lab.videos),
-        "--corpus",
-        str(lab.corpus),
-        "--visual",
-        str(lab.vit),
-        "--embedder",
-        str(lab.embedder),
-        "--predictor",
-        str(out),
-        "--json",
-    )
+    result = cli(*lab.features(out))
     assert result.code == 0, result.err
     assert json.loads(result.out)["cached"] == 0  # another folder has its own cache
-    again = cli(
-        "predictor",
-        "features",
-        "--videos",
-        str(lab.videos),
-        "--corpus",
-        str(lab.corpus),
-        "--visual",
-        str(lab.vit),
-        "--embedder",
-        str(lab.embedder),
-        "--predictor",
-        str(out),
-        "--json",
-    )
+    again = cli(*lab.features(out))
     assert json.loads(again.out)["cached"] == 400
     first, second = FeatureSet.load(lab.predictor), FeatureSet.load(out)
     assert first.ids == second.ids
@@ -260,20 +224,7 @@ def test_a_rendered_run_is_scored_into_its_manifest(cli, lab: Lab, trained: dict
 def test_a_corpus_without_media_says_which_files_are_missing(cli, lab: Lab, tmp_path: Path):
     empty = tmp_path / "no-videos"
     empty.mkdir()
-    result = cli(
-        "predictor",
-        "features",
-        "--videos",
-        str(empty),
-        "--corpus",
-        str(lab.corpus),
-        "--visual",
-        str(lab.vit),
-        "--embedder",
-        str(lab.embedder),
-        "--predictor",
-        str(tmp_path / "p"),
-    )
+    result = cli(*lab.features(tmp_path / "p", videos=empty))
     assert result.code == 1
     assert "no usable video among 403" in result.err and "all 403 missing" in result.err
 

@@ -93,6 +93,7 @@ class Worker:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._predictor: Any = None
+        self._generators: dict[tuple[str, str, int, int], Any] = {}
         self._thread = threading.Thread(target=self._loop, name="popcorn-app-worker", daemon=True)
         self._thread.start()
 
@@ -155,7 +156,10 @@ class Worker:
             else None
         )
         task.stage(f"{mode}: script", "running")
-        generator = Generator(r.llm, out=self.config.out, pe=pe)
+        key = (r.llm, mode, r.refs, r.categories)
+        if key not in self._generators:  # the LLM and the PE index load once per setting
+            self._generators[key] = Generator(r.llm, out=self.config.out, pe=pe)
+        generator = self._generators[key]
         media = MediaOptions(
             video=None if r.video == "none" else r.video,
             cover=None if r.cover == "none" else r.cover,

@@ -43,22 +43,27 @@ def clip_tokenizer() -> Any:
     return CLIPTokenizer(vocab={w: i for i, w in enumerate(words)}, merges=[], model_max_length=77)
 
 
-def _t5_parts() -> tuple[Any, Any]:
-    from transformers import T5Config, T5EncoderModel
+def _t5_encoder(
+    kind: str, vocab_size: int, d_model: int = 32, d_ff: int = 37, heads: int = 4
+) -> Any:
+    """A one-layer encoder of the T5 family (``T5`` or ``UMT5``), heads 8 wide."""
+    import transformers
 
-    tokenizer = t5_tokenizer()
-    encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=37,
-            num_layers=1,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-        )
+    config = getattr(transformers, f"{kind}Config")(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=d_ff,
+        num_layers=1,
+        num_heads=heads,
+        relative_attention_num_buckets=8,
     )
-    return tokenizer, encoder
+    return getattr(transformers, f"{kind}EncoderModel")(config)
+
+
+def _t5_parts() -> tuple[Any, Any]:
+    tokenizer = t5_tokenizer()
+    return tokenizer, _t5_encoder("T5", len(tokenizer))
 
 
 def save_toy_ltx(folder: Path | str, seed: int = 0) -> Path:
@@ -187,21 +192,10 @@ def save_toy_wan(folder: Path | str, seed: int = 0) -> Path:
         WanPipeline,
         WanTransformer3DModel,
     )
-    from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
     tokenizer = t5_tokenizer()
-    encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=37,
-            num_layers=1,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-        )
-    )
+    encoder = _t5_encoder("UMT5", len(tokenizer))
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
@@ -241,6 +235,16 @@ def save_toy_wan(folder: Path | str, seed: int = 0) -> Path:
     pipe.save_pretrained(folder)
     return folder
 
+
+# The decoder-only text encoders (Llama, Qwen2.5-VL): two layers, because both pipelines read
+# the hidden states two layers below the top.
+_DECODER: dict[str, Any] = {
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+}
 
 # The special tokens that HunyuanVideo's default prompt template writes around the prompt.
 _LLAMA_HEADERS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
@@ -361,20 +365,15 @@ def save_toy_hunyuan(folder: Path | str, seed: int = 0) -> Path:
     the real model. It runs with the pipeline's default prompt template (see ``llama_tokenizer``).
     """
     import torch
-    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+    from transformers import LlamaConfig, LlamaModel
 
     diffusers = _diffusers()
     torch.manual_seed(seed)
     tokenizer = llama_tokenizer()
-    # The pipeline reads the hidden states two layers below the top, so two layers at least.
     text_encoder = LlamaModel(
         LlamaConfig(
             vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
+            **_DECODER,
             max_position_embeddings=512,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
@@ -382,19 +381,7 @@ def save_toy_hunyuan(folder: Path | str, seed: int = 0) -> Path:
         )
     )
     tokenizer_2 = clip_tokenizer()
-    text_encoder_2 = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer_2),
-            hidden_size=8,
-            intermediate_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer_2.bos_token_id,
-            eos_token_id=tokenizer_2.eos_token_id,
-            pad_token_id=tokenizer_2.pad_token_id,
-        )
-    )
+    text_encoder_2 = _text_encoder(tokenizer_2)
     transformer = diffusers.HunyuanVideoTransformer3DModel(
         in_channels=4,
         out_channels=4,
@@ -406,7 +393,7 @@ def save_toy_hunyuan(folder: Path | str, seed: int = 0) -> Path:
         patch_size=2,
         patch_size_t=1,
         text_embed_dim=16,
-        pooled_projection_dim=8,
+        pooled_projection_dim=_TEXT_WIDTH,  # CLIP's pooled vector
         rope_axes_dim=(2, 2, 4),
     )
     vae = diffusers.AutoencoderKLHunyuanVideo(
@@ -441,26 +428,15 @@ def save_toy_hunyuan15(folder: Path | str, seed: int = 0) -> Path:
     argument. The chat template and its crop work as in the real model (see ``qwen_tokenizer``).
     """
     import torch
-    from transformers import (
-        ByT5Tokenizer,
-        Qwen2_5_VLTextConfig,
-        Qwen2_5_VLTextModel,
-        T5Config,
-        T5EncoderModel,
-    )
+    from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel
 
     diffusers = _diffusers()
     torch.manual_seed(seed)
     tokenizer = qwen_tokenizer()
-    # Two layers at least: the pipeline reads the hidden states two layers below the top.
     text_encoder = Qwen2_5_VLTextModel(
         Qwen2_5_VLTextConfig(
             vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
+            **_DECODER,
             max_position_embeddings=2048,
             rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [1, 1, 2]},
             bos_token_id=None,
@@ -470,17 +446,7 @@ def save_toy_hunyuan15(folder: Path | str, seed: int = 0) -> Path:
     )
     # ByT5 reads bytes: its vocabulary is fixed and needs no files.
     tokenizer_2 = ByT5Tokenizer()
-    text_encoder_2 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer_2),
-            d_model=16,
-            d_kv=8,
-            d_ff=32,
-            num_layers=1,
-            num_heads=2,
-            relative_attention_num_buckets=8,
-        )
-    )
+    text_encoder_2 = _t5_encoder("T5", len(tokenizer_2), d_model=16, d_ff=32, heads=2)
     latent_channels = 4
     transformer = diffusers.HunyuanVideo15Transformer3DModel(
         # The noisy latents, the (empty) condition latents and a mask channel.

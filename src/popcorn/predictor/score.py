@@ -64,6 +64,7 @@ class Predictor:
         self.bank, self.text_only, self.device = bank, text_only, device
         self._visual: VisualEncoder | None = None
         self._text: Embedder | None = None
+        self._human: np.ndarray | None = None
 
     @classmethod
     def load(cls, folder: Path | str, device: str = "cpu") -> Predictor:
@@ -179,13 +180,17 @@ class Predictor:
             "labels": [round(float(x), 5) for x in held_out.labels],
         }
         atomic_write_json(self.folder / HUMAN_FILE, reference)
+        self._human = np.array(reference["scores"], dtype=np.float64)
         return reference
 
     def percentile(self, value: float) -> float | None:
-        path = self.folder / HUMAN_FILE
-        if not path.is_file():
-            return None
-        scores = np.array(read_json(path)["scores"], dtype=np.float64)
+        """None until the human reference exists (``popcorn score --human``); read once."""
+        if self._human is None:
+            path = self.folder / HUMAN_FILE
+            if not path.is_file():
+                return None
+            self._human = np.array(read_json(path)["scores"], dtype=np.float64)
+        scores = self._human
         return float(100.0 * np.mean(scores <= value)) if len(scores) else None
 
 

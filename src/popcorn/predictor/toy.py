@@ -11,6 +11,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+# One layer, 32 wide, 8-pixel patches: shared by the toy ViT and the toy CLIP image tower.
+_TINY_VISION: dict[str, Any] = {
+    "patch_size": 8,
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 37,
+}
+
 
 def save_toy_vit(folder: Path | str, image_size: int = 32, seed: int = 0) -> Path:
     """A one-layer ViT (hidden 32) with its image processor, as ``save_pretrained`` writes it."""
@@ -19,14 +28,7 @@ def save_toy_vit(folder: Path | str, image_size: int = 32, seed: int = 0) -> Pat
 
     torch.manual_seed(seed)
     folder = Path(folder)
-    config = ViTConfig(
-        image_size=image_size,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-    )
+    config = ViTConfig(image_size=image_size, **_TINY_VISION)
     ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
     ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
     return folder
@@ -39,15 +41,7 @@ def save_toy_clip_vision(folder: Path | str, image_size: int = 32, seed: int = 0
 
     torch.manual_seed(seed)
     folder = Path(folder)
-    config = CLIPVisionConfig(
-        image_size=image_size,
-        patch_size=8,
-        hidden_size=32,
-        projection_dim=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-    )
+    config = CLIPVisionConfig(image_size=image_size, projection_dim=16, **_TINY_VISION)
     CLIPVisionModelWithProjection(config).save_pretrained(folder)
     CLIPImageProcessor(
         size={"shortest_edge": image_size},
