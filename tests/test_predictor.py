@@ -274,3 +274,14 @@ def test_best_of_n_keeps_the_top_scored_candidate(cli, lab: Lab, trained: dict, 
     assert outcome["winner"] == best["run_dir"]
     saved = json.loads((Path(best["run_dir"]) / "candidates.json").read_text())
     assert saved == outcome
+
+
+def test_clip_image_towers_load_through_the_same_encoder(tmp_path: Path):
+    from popcorn.predictor.encoders import VisualEncoder
+    from popcorn.predictor.toy import save_toy_clip_vision
+
+    encoder = VisualEncoder(str(save_toy_clip_vision(tmp_path / "clip")))
+    frames = np.random.default_rng(0).integers(0, 255, (3, 40, 48, 3), dtype=np.uint8)
+    vectors = encoder.encode(frames)
+    assert vectors.shape == (3, 16) and encoder.dim == 16  # the projection, not the hidden size
+    assert not np.allclose(vectors[0], vectors[1])

@@ -65,16 +65,16 @@ class VisualEncoder:
                 try:
                     config = transformers.AutoConfig.from_pretrained(self.source)
                     processor = transformers.AutoImageProcessor.from_pretrained(self.source)
-                    if config.model_type == "clip":
+                    # A whole CLIP checkpoint or its image tower saved alone.
+                    if config.model_type in ("clip", "clip_vision_model"):
                         kind = "clip"
                         model = transformers.CLIPVisionModelWithProjection.from_pretrained(
                             self.source
                         )
-                    else:
+                    else:  # ViT and its kin: the CLS token; ViT's pooler is not needed
                         kind = "cls"
-                        model = transformers.AutoModel.from_pretrained(
-                            self.source, add_pooling_layer=False
-                        )
+                        extra = {"add_pooling_layer": False} if config.model_type == "vit" else {}
+                        model = transformers.AutoModel.from_pretrained(self.source, **extra)
                 except (OSError, ValueError) as err:
                     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
                     raise ProviderError(
