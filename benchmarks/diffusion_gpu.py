@@ -42,7 +42,7 @@ def build_ltx() -> Any:
     )
     from transformers import T5Config, T5EncoderModel
 
-    from popcorn.media.toy import t5_tokenizer
+    from popcorn.testing.toy_media import t5_tokenizer
 
     tokenizer = t5_tokenizer()
     t5_xxl = T5Config(

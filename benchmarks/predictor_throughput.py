@@ -36,11 +36,11 @@ def main() -> None:
     from popcorn.predictor.features import extract
     from popcorn.predictor.frames import sample_frames
     from popcorn.predictor.score import Predictor
-    from popcorn.predictor.synthetic import generate_media_corpus
-    from popcorn.predictor.toy import save_toy_sentence_encoder, save_toy_vit
     from popcorn.predictor.train import TrainSettings, train
     from popcorn.retrieval.corpus import import_table
     from popcorn.retrieval.embedders import Embedder
+    from popcorn.testing.synthetic_media import generate_media_corpus
+    from popcorn.testing.toy_predictor import save_toy_sentence_encoder, save_toy_vit
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,7 +113,7 @@ def _plain_mlp(features: object, n_train: int, settings: object) -> float:
     assert isinstance(features, FeatureSet) and isinstance(settings, TrainSettings)
     x = np.concatenate([features.frames.reshape(len(features), -1), features.text], axis=1)
     x_t = torch.from_numpy(x[:n_train].astype(np.float32))
-    y_t = torch.from_numpy(features.labels[:n_train])
+    y_t = torch.from_numpy(features.labels()[:n_train])
     model = torch.nn.Sequential(
         torch.nn.Linear(x.shape[1], 800), torch.nn.ReLU(), torch.nn.Linear(800, 1)
     )

@@ -28,9 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from concurrency import serve
-from popcorn.predictor.toy import build_toy_predictor
 from popcorn.study.run import run_study
 from popcorn.study.spec import load_study
+from popcorn.testing.toy_predictor import build_toy_predictor
 
 
 def study_file(folder: Path, queries: int, media: bool, predictor: Path | None, conc: int) -> Path:

@@ -31,6 +31,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name in list(os.environ):
         if name.startswith(_ENV_PREFIXES):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".user-config"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -227,6 +228,85 @@ def llama_proxy(llama_server: str) -> Iterator[FaultProxy]:
 @pytest.fixture(scope="session")
 def small_predictor(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A predictor trained briefly on 120 generated videos with tiny random encoders."""
-    from popcorn.predictor.toy import build_toy_predictor
+    from popcorn.testing.toy_predictor import build_toy_predictor
 
     return build_toy_predictor(tmp_path_factory.mktemp("small-predictor"), videos=120, seed=3)
+
+
+@pytest.fixture
+def torch_one_thread() -> Iterator[None]:
+    """A tiny model on one CPU thread: quicker than two threads fighting over a shared CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def install_plugin(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Install a plugin package the way pip would leave it: a module plus a ``.dist-info``
+    whose ``entry_points.txt`` lists its components; the registries read it again."""
+    from popcorn.llm.registry import LLMS
+    from popcorn.media.registry import COVER, VIDEO
+    from popcorn.predictor.encoders import ENCODERS
+    from popcorn.study.executors import EXECUTORS
+
+    registries = (LLMS, VIDEO, COVER, ENCODERS, EXECUTORS)
+
+    def install(module: str, source: str, entry_points: dict[str, dict[str, str]]) -> Path:
+        root = tmp_path_factory.mktemp("site")
+        (root / f"{module}.py").write_text(source, encoding="utf-8")
+        info = root / f"{module.replace('_', '-')}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n"
+        )
+        lines = []
+        for group, items in entry_points.items():
+            lines.append(f"[{group}]")
+            lines += [f"{name} = {target}" for name, target in items.items()]
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        monkeypatch.syspath_prepend(str(root))
+        # An earlier test may have imported a module of the same name: load this one.
+        monkeypatch.delitem(sys.modules, module, raising=False)
+        for registry in registries:
+            registry.refresh()
+        return root
+
+    yield install
+    for registry in registries:
+        registry.refresh()
+
+
+@pytest.fixture(scope="session")
+def make_indexed_corpus(tmp_path_factory: pytest.TempPathFactory):
+    """``make(videos, seed)``: a generated MicroLens-format corpus, imported and indexed with
+    the embedded MiniLM exactly as ``popcorn corpus import microlens`` and ``popcorn corpus
+    index`` do; built once per session per size and seed. Tests must not change it (copy it
+    first)."""
+    from popcorn.retrieval.corpus import import_microlens
+    from popcorn.retrieval.embedders import Embedder
+    from popcorn.retrieval.index import build_index
+    from popcorn.retrieval.synthetic import generate_microlens
+
+    built: dict[tuple[int, int], Path] = {}
+
+    def make(videos: int = 220, seed: int = 5) -> Path:
+        if (videos, seed) not in built:
+            root = tmp_path_factory.mktemp(f"corpus-{videos}-{seed}")
+            generate_microlens(root / "raw", videos=videos, seed=seed)
+            corpus, report = import_microlens(root / "raw")
+            corpus.save(root / "corpus", report)
+            build_index(root / "corpus", Embedder())
+            built[videos, seed] = root / "corpus"
+        return built[videos, seed]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def indexed_corpus(make_indexed_corpus) -> Path:
+    """The corpus most tests share: 220 generated videos (10 per category), indexed."""
+    return make_indexed_corpus()

@@ -18,18 +18,8 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / ".test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def pe_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from popcorn.retrieval.corpus import import_microlens
-    from popcorn.retrieval.embedders import Embedder
-    from popcorn.retrieval.index import build_index
-    from popcorn.retrieval.synthetic import generate_microlens
-
-    root = tmp_path_factory.mktemp("app-corpus")
-    generate_microlens(root / "raw", videos=220, seed=9)
-    corpus, report = import_microlens(root / "raw")
-    corpus.save(root / "corpus", report)
-    build_index(root / "corpus", Embedder())
-    return root / "corpus"
+def pe_corpus(make_indexed_corpus) -> Path:
+    return make_indexed_corpus()
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +31,16 @@ def app_url(
     from conftest import free_port
     from popcorn.app.server import create_app
     from popcorn.app.work import AppConfig
+    from popcorn.config import load_settings
 
+    # The page's flow is under test here, not the quality gate: it records its verdicts but
+    # does not retry, so the tiny embedded model's answer always reaches the page.
     config = AppConfig(
         out=tmp_path_factory.mktemp("app-runs"),
         corpus=pe_corpus,
         predictor=small_predictor,
         llms=["embedded", "gguf:missing.gguf"],
+        settings=load_settings(flags={"gate": {"enabled": False}}),
     )
     port = free_port()
     server = uvicorn.Server(

@@ -70,3 +70,50 @@ def test_bad_env_value_names_the_source():
 def test_missing_config_file_is_named(tmp_path: Path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "absent.toml", environ={})
+
+
+def test_a_user_file_sits_under_the_project_file(tmp_path: Path):
+    from popcorn.config import load_settings, user_config_file
+
+    user = user_config_file()
+    assert user == tmp_path / ".user-config" / "popcorn" / "config.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text("[decoding]\nseed = 7\ntemperature = 0.2\n[run]\nconcurrency = 9\n")
+    assert load_settings().decoding.seed == 7
+    (tmp_path / "popcorn.toml").write_text("[decoding]\nseed = 8\n")
+    settings = load_settings()
+    assert settings.decoding.seed == 8  # the project file wins
+    assert settings.decoding.temperature == 0.2 and settings.run.concurrency == 9
+    assert load_settings(environ={"POPCORN_DECODING_SEED": "9"}).decoding.seed == 9
+
+
+def test_a_bad_user_file_names_itself(tmp_path: Path):
+    from popcorn.config import load_settings, user_config_file
+    from popcorn.errors import ConfigError
+
+    user = user_config_file()
+    user.parent.mkdir(parents=True)
+    user.write_text("[decoding]\nseed = -1\n")
+    with pytest.raises(ConfigError, match=r"config\.toml"):
+        load_settings()
+
+
+def test_one_device_setting_places_every_stage():
+    from popcorn.config import load_settings
+
+    cpu = load_settings(flags={"run": {"device": "cpu"}})
+    assert (cpu.llm.device_map, cpu.llm.n_gpu_layers, cpu.media.device, cpu.predictor.device) == (
+        "cpu", 0, "cpu", "cpu",
+    )  # fmt: skip
+    gpu = load_settings(flags={"run": {"device": "cuda:1"}, "llm": {"n_gpu_layers": 8}})
+    assert gpu.media.device == "cuda:1" and gpu.llm.device_map == "cuda:1"
+    assert gpu.llm.n_gpu_layers == 8  # set one by one, it wins
+    auto = load_settings()
+    assert auto.run.device == "auto" and auto.llm.n_gpu_layers == -1
+    with pytest.raises(ConfigError, match=r"run\.device"):
+        load_settings(flags={"run": {"device": "gpu0"}})
+
+
+def test_old_device_flags_work_with_a_note(cli, tmp_path: Path):
+    result = cli("render", str(tmp_path / "missing"), "--media-device", "cpu")
+    assert "--media-device is deprecated" in result.err

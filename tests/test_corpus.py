@@ -111,7 +111,7 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path: Path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     path = tmp_path / "t.parquet"
     path.write_bytes(b"PAR1")
-    with pytest.raises(MissingDependencyError, match=r"popcorn\[data\]"):
+    with pytest.raises(MissingDependencyError, match=r"popcorn(-video)?\[data\]"):
         import_table(path)
 
 

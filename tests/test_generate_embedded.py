@@ -44,7 +44,8 @@ def test_generate_json_prints_one_object_and_writes_a_run_folder(cli):
     assert script["title"] == obj["title"]
     transcript = json.loads((run_dir / "transcript.json").read_text())
     attempt = transcript["attempts"][-1]
-    assert attempt["messages"][-1]["content"].count(QUERY) == 1
+    # Popcorn's wording names the query first and again last, where small models look.
+    assert attempt["messages"][-1]["content"].count(QUERY) == 2
     assert attempt["raw"] and attempt["outcome"] == {"ok": True}
 
 
@@ -60,10 +61,10 @@ def test_human_output_and_rerun_is_served_from_the_run_folder(cli):
 
 
 def test_same_seed_same_script_and_another_seed_another_run(tmp_path: Path):
-    a = popcorn.generate(QUERY, out=tmp_path / "a")
-    b = popcorn.generate(QUERY, out=tmp_path / "b")
+    a = popcorn.write_script(QUERY, out=tmp_path / "a")
+    b = popcorn.write_script(QUERY, out=tmp_path / "b")
     assert a.script == b.script and not b.cached
-    c = popcorn.generate(QUERY, out=tmp_path / "a", decoding=popcorn.Decoding(seed=7))
+    c = popcorn.write_script(QUERY, out=tmp_path / "a", decoding=popcorn.Decoding(seed=7))
     assert c.run_dir != a.run_dir
 
 

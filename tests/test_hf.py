@@ -21,61 +21,23 @@ ANSWER = {
     "cover_prompt": "A fluffy orange kitten on a tiny skateboard in a sunny skate park",
     "video_prompt": "The kitten pushes off, rolls down the ramp and lands a wobbly ollie",
 }
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-SPECIALS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
-
-
-def _tokenizer(corpus: list[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=600,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<|pad|>",
-        eos_token="<|end|>",
-        additional_special_tokens=SPECIALS[2:],
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
 
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from popcorn.testing.tiny_llm import tiny_llama as random_llama
+    from popcorn.testing.tiny_llm import tokenizer as train_tokenizer
 
     torch.manual_seed(0)
     messages = basic_messages(QUERY)
     answer = json.dumps(ANSWER)
-    tokenizer = _tokenizer([m["content"] for m in messages] + [answer])
+    tokenizer = train_tokenizer([m["content"] for m in messages] + [answer])
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     ids = tokenizer(prompt + answer + "<|end|>", return_tensors="pt")["input_ids"]
     n_prompt = len(tokenizer(prompt)["input_ids"])
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config)
+    model = random_llama(tokenizer)
     labels = ids.clone()
     labels[:, :n_prompt] = -100  # learn the answer, not the prompt
     optim = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -133,7 +95,7 @@ def test_4bit_without_bitsandbytes_names_the_extra(cli, tiny_llama: Path):
         pytest.skip("bitsandbytes is installed")
     result = cli("generate", QUERY, "--llm", f"hf:{tiny_llama}", "--load-in-4bit")
     assert result.code == 1
-    assert "pip install 'popcorn[quant]'" in result.err and "Traceback" not in result.err
+    assert "pip install 'popcorn-video[quant]'" in result.err and "Traceback" not in result.err
 
 
 def test_folder_without_a_model_is_a_clear_error(cli, tmp_path: Path):

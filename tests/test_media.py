@@ -107,7 +107,7 @@ def test_video_none_skips_the_clip(cli, run_dir: Path):
             "animatediff, wan, hunyuan15, none",
         ),
         (["--cover", "dalle"], "unknown cover generator 'dalle'; available: preview, sd15, sdxl"),
-        (["--video", "ltx", "--quantize", "4bit", "--media-device", "cpu"], "needs a CUDA GPU"),
+        (["--video", "ltx", "--quantize", "4bit", "--device", "cpu"], "needs a CUDA GPU"),
         (["--cover", "sd15", "--cover-model", "./no-such"], "cover model folder not found"),
         (["--video", "animatediff", "--motion-adapter", "./nope"], "motion adapter not found"),
         (["--width", "641"], "--width must be an even number"),

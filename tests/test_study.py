@@ -1,5 +1,9 @@
 """Studies end to end on the embedded defaults: a handful of queries x basic/PE x the preview
-renderer x a tiny trained predictor; resumption after SIGKILL; the Ray executor; the report."""
+renderer x a tiny trained predictor; resumption after SIGKILL; the Ray executor; the report.
+
+These studies run the ``popcorn`` profile: the harness is what they test, and the embedded
+SmolLM2 writes parseable scripts only under its JSON grammar (the paper profile sends no
+schema; tests/test_profile_study.py runs the paper profile)."""
 
 from __future__ import annotations
 
@@ -19,26 +23,18 @@ from popcorn.study.spec import load_study
 
 pytestmark = pytest.mark.slow
 
+# Queries whose scripts the embedded SmolLM2 writes in both modes (for "A cat learning to
+# skateboard" its PE answers repeat the prompt, which the quality gate rightly refuses).
 QUERIES = """prompt,type
-A cat learning to skateboard,concrete
+A dog surfing a wave at sunset,concrete
 Why minimalism makes people happier,abstract
 """
 COMPARED = ("query", "type", "llm", "mode", "refs", "video", "status", "title", "score")
 
 
 @pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from popcorn.retrieval.corpus import import_microlens
-    from popcorn.retrieval.embedders import Embedder
-    from popcorn.retrieval.index import build_index
-    from popcorn.retrieval.synthetic import generate_microlens
-
-    root = tmp_path_factory.mktemp("study-corpus")
-    generate_microlens(root / "raw", videos=220, seed=5)
-    corpus, report = import_microlens(root / "raw")
-    corpus.save(root / "corpus", report)
-    build_index(root / "corpus", Embedder())
-    return root / "corpus"
+def corpus_dir(make_indexed_corpus) -> Path:
+    return make_indexed_corpus()
 
 
 def write_study(
@@ -50,6 +46,7 @@ def write_study(
     path.write_text(
         f"""[study]
 name = "demo"
+profile = "popcorn"
 llms = ["embedded"]
 modes = [{modes}]
 videos = ["preview"]
@@ -155,7 +152,11 @@ def test_a_killed_study_resumes_to_the_same_results(
 
 def _scripts_done(ledger: Path) -> int:
     with sqlite3.connect(ledger, timeout=5) as db:
-        return int(db.execute("SELECT COUNT(*) FROM jobs WHERE stage != 'script'").fetchone()[0])
+        try:
+            found = db.execute("SELECT COUNT(*) FROM jobs WHERE stage != 'script'").fetchone()
+        except sqlite3.OperationalError:  # the child has created the file, not the table yet
+            return 0
+        return int(found[0])
 
 
 def _finished_runs(study_file: Path) -> dict[str, str]:
@@ -181,7 +182,7 @@ def test_the_ray_executor_gives_the_same_results_table(
 
         ray.shutdown()
     assert result.code == 0, result.err
-    assert json.loads(result.out)["ran"] == {"script": 4, "media": 4, "score": 4}
+    assert json.loads(result.out)["ran"] == {"script": 4, "media": 4, "score": 4}, result.out
     assert cli("study", "report", str(path)).code == 0
     assert table(path) == table(reference)
 
@@ -203,8 +204,8 @@ def test_failing_jobs_are_recorded_and_the_study_goes_on(cli, tmp_path: Path):
     (tmp_path / "q.txt").write_text("A cat learning to skateboard\n")
     study = tmp_path / "study.toml"
     study.write_text(
-        '[study]\nllms = ["embedded", "gguf:missing.gguf"]\nvideos = ["preview"]\n'
-        'covers = ["none"]\n\n[queries]\nq = "q.txt"\n'
+        '[study]\nprofile = "popcorn"\nllms = ["embedded", "gguf:missing.gguf"]\n'
+        'videos = ["preview"]\ncovers = ["none"]\n\n[queries]\nq = "q.txt"\n'
     )
     result = cli("study", "run", str(study), "--json")
     assert result.code == 0, result.err
@@ -212,7 +213,7 @@ def test_failing_jobs_are_recorded_and_the_study_goes_on(cli, tmp_path: Path):
     assert summary["failed"] == {"script": 1} and summary["ran"]["media"] == 1
     assert cli("study", "report", str(study)).code == 0
     md = (tmp_path / "study.study" / "report" / "report.md").read_text()
-    assert "| script | 1 |" in md
+    assert "| script | 1 | UsageError |" in md  # stage, jobs, reason
 
 
 @pytest.mark.parametrize(

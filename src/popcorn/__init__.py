@@ -1,8 +1,8 @@
 """Popcorn: from a one-line idea to a micro-video script, and a research harness around it.
 
     >>> import popcorn
-    >>> result = popcorn.generate("A cat learning to skateboard")   # embedded SmolLM2, offline
-    >>> result.script.title, result.run_dir
+    >>> done = popcorn.generate("A cat learning to skateboard")  # embedded SmolLM2, offline
+    >>> done.script.script.title, done.media.clip, done.run_dir
 
 Names are imported on first use, so ``import popcorn`` stays instant and never pulls in torch,
 transformers or llama.cpp.
@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "generate": "popcorn.generation",
+    "Pipeline": "popcorn.pipeline",
+    "RunResult": "popcorn.pipeline",
+    "MediaResult": "popcorn.pipeline",
+    "Score": "popcorn.pipeline",
+    "Settings": "popcorn.config",
+    "generate": "popcorn.pipeline",
+    "write_script": "popcorn.generation",
     "Generator": "popcorn.generation",
     "GenerateResult": "popcorn.generation",
     "QueryItem": "popcorn.generation",
@@ -44,26 +50,33 @@ __all__ = [
     "GenerateResult",
     "Generator",
     "LLMOptions",
+    "MediaResult",
+    "Pipeline",
     "PopcornError",
     "QueryItem",
     "Run",
     "RunManifest",
+    "RunResult",
     "RunStore",
+    "Score",
     "Script",
+    "Settings",
     "create_llm",
     "generate",
     "load_settings",
     "parse_script",
     "read_queries",
+    "write_script",
 ]
 
 if TYPE_CHECKING:
-    from popcorn.config import load_settings
+    from popcorn.config import Settings, load_settings
     from popcorn.errors import PopcornError
-    from popcorn.generation import BatchReport, GenerateResult, Generator, QueryItem, generate
+    from popcorn.generation import BatchReport, GenerateResult, Generator, QueryItem, write_script
     from popcorn.llm.base import LLM, Completion, Decoding
     from popcorn.llm.parser import parse_script
     from popcorn.llm.registry import LLMOptions, create_llm
+    from popcorn.pipeline import MediaResult, Pipeline, RunResult, Score, generate
     from popcorn.queries import read_queries
     from popcorn.runs.store import Run, RunManifest, RunStore
     from popcorn.script import Script

@@ -107,5 +107,9 @@ def best_of(
     outcome = BestOf(query, final, winner)
     from popcorn.runs.store import Run
 
-    Run.load(winner.result.run_dir).write_json("candidates", "candidates.json", outcome.to_dict())
+    run = Run.load(winner.result.run_dir)
+    with run.lock():
+        run = Run.load(run.path)
+        run.write_json("candidates", "candidates.json", outcome.to_dict())
+        run.save()  # the manifest lists candidates.json
     return outcome

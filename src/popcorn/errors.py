@@ -23,7 +23,9 @@ class MissingDependencyError(PopcornError):
     """An optional dependency is not installed; the message names the extra to install."""
 
     def __init__(self, package: str, extra: str, purpose: str) -> None:
-        super().__init__(f"{purpose} needs the '{package}' package: pip install 'popcorn[{extra}]'")
+        super().__init__(
+            f"{purpose} needs the '{package}' package: pip install 'popcorn-video[{extra}]'"
+        )
 
 
 class ProviderError(PopcornError):
@@ -61,3 +63,13 @@ class GenerationError(PopcornError):
 
 class RunStoreError(PopcornError):
     """A run folder is missing, unreadable, or written by an incompatible version."""
+
+
+def error_line(error: BaseException) -> str:
+    """One line for a ledger, a page or a log: our errors speak for themselves, others get
+    their type. Credentials are redacted: the text may quote a server that echoed them."""
+    from popcorn.safety import redact
+
+    full = redact(error).strip()
+    text = full.splitlines()[0] if full else ""
+    return text if isinstance(error, PopcornError) else f"{type(error).__name__}: {text}"

@@ -1,37 +1,46 @@
 """Query -> script: prompt the LLM, parse robustly, retry within bounds, record everything.
 
 :class:`Generator` holds one backend and its settings and serves single queries and batches;
-:func:`generate` is the one-call convenience. Every call writes a run folder (see
+:func:`write_script` is the one-call convenience. The whole flow (script, media, score) is
+:class:`popcorn.pipeline.Pipeline`. Every call writes a run folder (see
 :mod:`popcorn.runs`); a query already done with the same settings is returned from its folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from popcorn.errors import GenerationError, ProviderError, ScriptParseError, UsageError
+from popcorn.errors import (
+    GenerationError,
+    PopcornError,
+    ProviderError,
+    ScriptParseError,
+    UsageError,
+)
 from popcorn.llm.base import LLM, Completion, Decoding, Message
 from popcorn.llm.parser import ParsedAnswer, parse_script
 from popcorn.llm.prompts import (
-    EXAMPLE_SCRIPT,
     PE_JSON_SCHEMA,
-    PE_PROMPT_VERSION,
-    PROMPT_VERSION,
     SCRIPT_JSON_SCHEMA,
-    basic_messages,
-    pe_messages,
+    Form,
+    PromptTemplates,
     shorter_title_request,
 )
+from popcorn.llm.quality import GateSettings, Verdict, gate_embedder, judge, prompt_text
 from popcorn.llm.registry import LLMOptions, create_llm
 from popcorn.llm.retry import RetryPolicy, call_with_retries
+from popcorn.profiles import POPCORN, Profile
 from popcorn.runs.keys import job_key
+from popcorn.runs.lock import LockedError
 from popcorn.runs.store import SCHEMA_VERSION, Run, RunManifest, RunStore
+from popcorn.safety import redact
 from popcorn.script import TITLE_MAX_CHARS, Script, shorten_title
 
 if TYPE_CHECKING:
@@ -75,6 +84,8 @@ class GenerateResult:
     """True when the script came from an earlier run with the same settings."""
     warnings: tuple[str, ...] = ()
     """Things the user should know, e.g. a category with fewer videos than --refs."""
+    gate: dict[str, Any] | None = None
+    """The quality gate's record of the script (the manifest's ``gate`` stage)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +99,7 @@ class GenerateResult:
             "run_dir": str(self.run_dir),
             "cached": self.cached,
             "warnings": list(self.warnings),
+            "gate": self.gate,
         }
 
 
@@ -110,15 +122,36 @@ BatchCallback = Callable[[QueryItem, "GenerateResult | Exception"], None]
 
 @dataclass(frozen=True)
 class Prompt:
-    """What is sent for one query: messages, the schema to enforce, and PE's references."""
+    """What is sent for one query: messages, the schema to enforce (None: none is sent), and
+    PE's references."""
 
     messages: list[Message]
-    schema: dict[str, Any]
+    schema: dict[str, Any] | None
     references: References | None = None
+    form: Form | None = None
+    """PE's form: ``full``, ``fitted`` or ``compact`` (None in basic mode)."""
+    shown: int | None = None
+    """How many references the messages show (the compact form shows fewer)."""
+
+
+# What a profile changes in a script's output; popcorn's values leave the job key as it was.
+_KEYED_CONDITIONS = ("schema", "api_sampling", "four_bit", "reference_form")
 
 
 class Generator:
-    """One LLM backend plus generation settings; ``pe`` turns on prompt enhancement."""
+    """One LLM backend plus generation settings; ``pe`` turns on prompt enhancement.
+
+    ``profile`` sets the conditions (see :mod:`popcorn.profiles`): its prompt templates, whether
+    a JSON schema is sent, what an API request carries, the 4-bit type, how references are
+    shown, whether the quality gate acts. ``prompts`` replaces the profile's template folder
+    with another one. A backend passed in already built is used as it was built (its request
+    and 4-bit type included).
+
+    Every parsed answer goes through the quality gate (:mod:`popcorn.llm.quality`): its verdict
+    is recorded in the transcript (each attempt) and the manifest (``stages["gate"]``); with
+    ``gate.enabled`` (the popcorn profile's default) a rejected answer is asked again with the
+    next seed, and the last rejection is the run's failure.
+    """
 
     def __init__(
         self,
@@ -130,20 +163,50 @@ class Generator:
         retry: RetryPolicy | None = None,
         options: LLMOptions | None = None,
         pe: PESettings | None = None,
+        profile: Profile = POPCORN,
+        prompts: Path | str | None = None,
+        gate: GateSettings | None = None,
     ) -> None:
         if attempts < 1:
             raise UsageError("attempts must be at least 1")
+        self.profile = profile
+        self.templates = (
+            PromptTemplates.packaged_for(profile.prompts)
+            if prompts is None
+            else PromptTemplates.load(prompts)
+        )
         self.enhancer: Enhancer | None = None
         if pe is not None:
             from popcorn.retrieval.enhance import Enhancer
 
             self.enhancer = Enhancer(pe)  # fails now, not mid-batch, if the index is missing
-        self.mode = "basic" if pe is None else "pe"
-        self.llm = create_llm(llm, options) if isinstance(llm, str) else llm
+        self.mode: Literal["basic", "pe"] = "basic" if pe is None else "pe"
+        if isinstance(llm, str):
+            options = replace(
+                options or LLMOptions(), four_bit=profile.four_bit, sampling=profile.api_sampling
+            )
+            self.llm = create_llm(llm, options)
+        else:
+            self.llm = llm
         self.store = RunStore(out)
-        self.decoding = decoding or Decoding()
+        self.decoding = decoding or Decoding(max_tokens=profile.max_tokens)
         self.attempts = attempts
         self.retry = retry or RetryPolicy()
+        self.gate = gate if gate is not None else GateSettings(enabled=profile.gate)
+        self._embedder: Any = None
+        self._embedder_checked = False
+        self._embedder_loaded = False
+        self._embedder_lock = threading.Lock()
+
+    @property
+    def form(self) -> Form:
+        """How PE shows references: the profile's ``full``, or, ``fitted`` to the model, the
+        compact form for a small model (the backend's ``size``; see the templates)."""
+        if self.profile.reference_form == "full":
+            return "full"
+        if model_size(self.llm) == "small" and self.templates.has_compact:
+            return "compact"
+        return "fitted"
 
     # --- one query ------------------------------------------------------------------------
 
@@ -153,23 +216,39 @@ class Generator:
             "schema": SCHEMA_VERSION,
             "query": query,
             "mode": self.mode,
-            "prompt": self._prompt_version(),
+            "prompt": self.templates.version(self.mode),
             "llm": {"spec": self.llm.spec, **self.llm.identity()},
             "decoding": self.decoding.to_dict(),
         }
         if self.enhancer is not None:
             inputs["pe"] = self.enhancer.identity()
+            if self.form == "compact":
+                inputs["pe_form"] = "compact"
+        if self.gate.enabled:
+            # An enforcing gate changes which answer is kept; a recording one changes nothing.
+            inputs["gate"] = {**self.gate.thresholds(), "relevance": gate_checks_relevance()}
+        conditions = _conditions(self.profile)
+        if conditions != _conditions(POPCORN):
+            # Only other profiles add this, so popcorn runs keep the keys they always had.
+            inputs["profile"] = conditions
         return inputs
-
-    def _prompt_version(self) -> str:
-        return PROMPT_VERSION if self.enhancer is None else PE_PROMPT_VERSION
 
     def prompt(self, query: str) -> Prompt:
         """The messages for ``query``; with PE this retrieves the references."""
         if self.enhancer is None:
-            return Prompt(basic_messages(query), SCRIPT_JSON_SCHEMA)
+            schema = SCRIPT_JSON_SCHEMA if self.profile.schema else None
+            return Prompt(self.templates.basic(query), schema)
         references = self.enhancer.references(query)
-        return Prompt(pe_messages(query, references.items), PE_JSON_SCHEMA, references)
+        form = self.form
+        messages = self.templates.pe(query, references.items, form=form)
+        shown = len(references.items)
+        schema = PE_JSON_SCHEMA
+        if form == "compact":
+            shown = len(self.templates.compact_references(references.items))
+            # The compact form asks for no written reasoning: a small model's reasoning drifts
+            # off the query and takes the title with it.
+            schema = SCRIPT_JSON_SCHEMA
+        return Prompt(messages, schema if self.profile.schema else None, references, form, shown)
 
     def generate(
         self,
@@ -179,32 +258,51 @@ class Generator:
         tags: dict[str, str] | None = None,
         stop: threading.Event | None = None,
     ) -> GenerateResult:
-        """Write a script for ``query``, or return the one already made with these settings."""
+        """Write a script for ``query``, or return the one already made with these settings.
+
+        A finished run is returned without writing anything (a read-only store serves it).
+        Otherwise the run folder is locked while the script is written; a process that finds
+        it locked waits for the holder and then returns the holder's script as cached.
+        """
         query = validate_query(query)
         key = job_key(self.key_inputs(query))
-        existing = self.store.get(query, key)
-        if existing is not None and existing.status == "done" and not force:
-            script = existing.script()
-            if script is not None:
-                return self._result(existing, script, cached=True)
-
-        run = self.store.start(
-            RunManifest(
-                key=key,
-                query=query,
-                mode=self.mode,
-                llm={"spec": self.llm.spec, **self.llm.identity()},
-                decoding=self.decoding.to_dict(),
-                seed=self.decoding.seed,
-                prompt_version=self._prompt_version(),
-                tags=dict(tags or {}),
+        cached = None if force else self._cached(query, key)
+        if cached is not None:
+            return cached
+        with self.store.lock(query, key, stop=stop):
+            cached = None if force else self._cached(query, key)
+            if cached is not None:
+                return cached
+            run = self.store.start(
+                RunManifest(
+                    key=key,
+                    query=query,
+                    mode=self.mode,
+                    llm={"spec": self.llm.spec, **self.llm.identity()},
+                    decoding=self.decoding.to_dict(),
+                    seed=self.decoding.seed,
+                    prompt_version=self.templates.version(self.mode),
+                    profile=self.profile.name,
+                    tags=dict(tags or {}),
+                )
             )
-        )
+            try:
+                return self._generate(run, query, stop)
+            except ProviderError as err:
+                run.save(status="failed", error={"reason": "provider", "message": redact(err)})
+                raise
+
+    def _cached(self, query: str, key: str) -> GenerateResult | None:
+        """The finished run for ``key``, read without writing anything; None if there is none
+        (or if its script was damaged, so that it is written again)."""
+        existing = self.store.get(query, key)
+        if existing is None or existing.status != "done":
+            return None
         try:
-            return self._generate(run, query, stop)
-        except ProviderError as err:
-            run.save(status="failed", error={"reason": "provider", "message": str(err)})
-            raise
+            script = existing.script()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return None if script is None else self._result(existing, script, cached=True)
 
     def _generate(self, run: Run, query: str, stop: threading.Event | None) -> GenerateResult:
         started = time.perf_counter()
@@ -223,6 +321,8 @@ class Generator:
                         "used": len(refs.items),
                         "popular": sum(r.popular for r in refs.items),
                         "routed": [name for name, _ in refs.categories],
+                        "form": prompt.form,
+                        "shown": prompt.shown,
                         "retrieval_seconds": round(time.perf_counter() - started, 4),
                         "warnings": list(warnings),
                     },
@@ -231,6 +331,7 @@ class Generator:
         transcript: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "attempts": []}
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0}
         llm_seconds = 0.0
+        tally = _GateTally()
         last_error: ScriptParseError | None = None
 
         def call(messages: list[Message], decoding: Decoding) -> tuple[Completion, float]:
@@ -257,7 +358,7 @@ class Generator:
             entry: dict[str, Any] = _entry(attempt, decoding.seed, messages, completion, seconds)
             transcript["attempts"].append(entry)
             try:
-                parsed = parse_script(completion.text, EXAMPLE_SCRIPT)
+                parsed = parse_script(completion.text, self.templates.example_script)
                 if prompt.references is not None:
                     from popcorn.retrieval.enhance import check_original
 
@@ -267,9 +368,18 @@ class Generator:
                 last_error = err
                 run.write_json("transcript", "transcript.json", transcript)
                 continue
-            entry["outcome"] = {"ok": True}
             if len(parsed.script.title) > TITLE_MAX_CHARS:
                 parsed = self._shorter_title(parsed, messages, completion, decoding, call, entry)
+            verdict = self._judged(parsed.script, query, messages, tally)
+            entry["gate"] = verdict.to_dict()
+            gate = self._gate_record(verdict, tally)
+            if not verdict.ok and self.gate.enabled:
+                entry["outcome"] = {"ok": False, "reason": verdict.reason, "detail": verdict.detail}
+                last_error = ScriptParseError(str(verdict.reason), verdict.detail)
+                run.write_json("transcript", "transcript.json", transcript)
+                run.save(stages={**run.manifest.stages, "gate": gate})
+                continue
+            entry["outcome"] = {"ok": True}
             run.write_json("transcript", "transcript.json", transcript)
             run.write_json(
                 "script",
@@ -286,10 +396,12 @@ class Generator:
                 usage=usage,
                 timings={
                     "llm_seconds": round(llm_seconds, 4),
+                    **tally.timings(),
                     "total_seconds": round(time.perf_counter() - started, 4),
                 },
                 llm={**run.manifest.llm, "notes": completion.notes},
                 error=None,
+                stages={**run.manifest.stages, "gate": gate},
             )
             return self._result(run, parsed.script, cached=False, warnings=warnings)
 
@@ -300,9 +412,10 @@ class Generator:
             usage=usage,
             timings={
                 "llm_seconds": round(llm_seconds, 4),
+                **tally.timings(),
                 "total_seconds": round(time.perf_counter() - started, 4),
             },
-            error={"reason": last_error.reason, "message": last_error.detail},
+            error={"reason": last_error.reason, "message": redact(last_error.detail)},
         )
         raise GenerationError(
             f"no usable script after {self.attempts} attempt(s): {last_error.detail} "
@@ -310,6 +423,70 @@ class Generator:
             run_dir=str(run.path),
             reason=last_error.reason,
         )
+
+    # --- the quality gate -----------------------------------------------------------------
+
+    def verdict(self, script: Script, query: str, messages: list[Message]) -> Verdict:
+        """The quality gate's verdict on ``script``, written for ``query`` from ``messages``."""
+        example = self.templates.example_script
+        text = prompt_text(messages, query)
+        shown = example is not None and example["title"] in text
+        return judge(
+            script,
+            query,
+            text,
+            self.gate,
+            example if shown else None,
+            self.templates.example_query or "",
+            self.embedder(),
+        )
+
+    def embedder(self) -> Any:
+        """The gate's sentence embedder, once per generator and shared: PE's own when PE
+        already embeds with the packaged model, else :func:`~popcorn.llm.quality.gate_embedder`
+        (loaded once per process); None without the pe extra."""
+        with self._embedder_lock:
+            if not self._embedder_checked:
+                retriever = self.enhancer.retriever if self.enhancer is not None else None
+                mine = getattr(retriever, "embedder", None)
+                from popcorn.retrieval.embedders import DEFAULT_EMBEDDER
+
+                if mine is not None and getattr(mine, "name", None) == DEFAULT_EMBEDDER:
+                    self._embedder = mine
+                else:
+                    self._embedder = gate_embedder()
+                self._embedder_checked = True
+            return self._embedder
+
+    def _judged(
+        self, script: Script, query: str, messages: list[Message], tally: _GateTally
+    ) -> Verdict:
+        """:meth:`verdict`, timed into ``tally``; loading the embedder (once per process) is
+        timed apart, as it is no cost of this script."""
+        if not self._embedder_loaded:
+            t = time.perf_counter()
+            embedder = self.embedder()
+            if embedder is not None:
+                # The packaged Embedder loads on first use; a failure is noted by the verdict.
+                with contextlib.suppress(PopcornError):
+                    getattr(embedder, "model", None)
+            self._embedder_loaded = True
+            tally.load_seconds += time.perf_counter() - t
+        t = time.perf_counter()
+        verdict = self.verdict(script, query, messages)
+        tally.seconds += time.perf_counter() - t
+        tally.verdicts.append(verdict.reason or "ok")
+        return verdict
+
+    def _gate_record(self, verdict: Verdict, tally: _GateTally) -> dict[str, Any]:
+        """The manifest's ``gate`` stage: the last verdict, each parsed answer's, what acted."""
+        return {
+            "enforced": self.gate.enabled,
+            "thresholds": self.gate.thresholds(),
+            **verdict.to_dict(),
+            "attempts": list(tally.verdicts),
+            "seconds": round(tally.seconds, 4),
+        }
 
     def _shorter_title(
         self,
@@ -337,7 +514,7 @@ class Generator:
             },
         }
         try:
-            again = parse_script(retry.text, EXAMPLE_SCRIPT)
+            again = parse_script(retry.text, self.templates.example_script)
         except ScriptParseError:
             again = None
         if again is not None and len(again.script.title) <= TITLE_MAX_CHARS:
@@ -363,6 +540,7 @@ class Generator:
             llm=self.llm.spec,
             cached=cached,
             warnings=warnings,
+            gate=run.manifest.stages.get("gate"),
         )
 
     # --- batches --------------------------------------------------------------------------
@@ -408,7 +586,7 @@ class Generator:
         def one(item: QueryItem) -> GenerateResult | Exception:
             try:
                 return self.generate(item.query, force=force, tags=item.tags, stop=stop)
-            except (GenerationError, ProviderError) as err:
+            except (GenerationError, ProviderError, LockedError) as err:
                 return err
 
         if workers == 1:
@@ -443,6 +621,44 @@ class Generator:
         return report
 
 
+@dataclass
+class _GateTally:
+    """What the gate did for one run: each parsed answer's verdict, and its time."""
+
+    verdicts: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    load_seconds: float = 0.0
+
+    def timings(self) -> dict[str, float]:
+        return {
+            "gate_seconds": round(self.seconds, 4),
+            "gate_load_seconds": round(self.load_seconds, 4),
+        }
+
+
+def model_size(llm: LLM) -> Literal["small", "large"]:
+    """What the backend says of its model's size (``size``: ``small`` gets PE's compact form);
+    ``large`` when it says nothing."""
+    size = getattr(llm, "size", "large")
+    return "small" if size == "small" else "large"
+
+
+def gate_checks_relevance() -> str | None:
+    """The embedder the gate scores relevance with, or None where it is not installed."""
+    from importlib.util import find_spec
+
+    if find_spec("sentence_transformers") is None:
+        return None
+    from popcorn.retrieval.embedders import DEFAULT_EMBEDDER
+
+    return DEFAULT_EMBEDDER
+
+
+def _conditions(profile: Profile) -> dict[str, Any]:
+    """The profile's conditions that change a script (its prompts are keyed by their hash)."""
+    return {"name": profile.name, **{c: getattr(profile, c) for c in _KEYED_CONDITIONS}}
+
+
 def _entry(
     attempt: int, seed: int, messages: list[Message], completion: Completion, seconds: float
 ) -> dict[str, Any]:
@@ -461,6 +677,7 @@ def _entry(
     }
 
 
-def generate(query: str, llm: LLM | str = "embedded", **settings: Any) -> GenerateResult:
-    """Write a script for one query; ``settings`` are :class:`Generator`'s keyword arguments."""
+def write_script(query: str, llm: LLM | str = "embedded", **settings: Any) -> GenerateResult:
+    """The script step alone for one query; ``settings`` are :class:`Generator`'s keyword
+    arguments. :func:`popcorn.generate` runs every step, as ``popcorn generate`` does."""
     return Generator(llm, **settings).generate(query)

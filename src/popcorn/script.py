@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,3 +50,18 @@ def shorten_title(title: str, limit: int = TITLE_MAX_CHARS) -> str:
     # A single over-long word has no boundary to cut at: cut it hard rather than return nothing.
     shortened = cut[:space] if space > 0 else title[:limit]
     return shortened.rstrip(" ,;:-–—")
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.lower().split()).strip(" .!")
+
+
+def similar(a: str, b: str) -> bool:
+    """Near-identical: the same text give or take punctuation or a word or two."""
+    a, b = _squash(a), _squash(b)
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    return matcher.quick_ratio() >= 0.9 and matcher.ratio() >= 0.9

@@ -1,20 +1,27 @@
 """The web app: one page, a small JSON API, media served from the run store.
 
 The page never sends a path or URL: runs are named by their folder name (checked against the
-run store), and only files a run's manifest lists are served.
+run store), and only regular files a run's manifest lists are served, never through a link.
+The app answers only the Host names it was bound to (see :mod:`popcorn.app.guard`), and its
+error texts carry no credentials or server folders.
 """
 
-from __future__ import annotations
-
+import contextlib
+import errno
 import io
+import json
 import re
+import socket
 import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
+from popcorn.app.guard import allowed_hosts, host_name, read_regular, regular_file, run_folder
 from popcorn.app.work import AppConfig, Request, Worker, describe_run
-from popcorn.errors import MissingDependencyError, PopcornError, UsageError
+from popcorn.config import PREDICTOR_META
+from popcorn.errors import MissingDependencyError, RunStoreError, UsageError
 
 _RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,120}$")
 _MEDIA_TYPES = {".png": "image/png", ".mp4": "video/mp4", ".json": "application/json"}
@@ -23,26 +30,58 @@ _MEDIA_TYPES = {".png": "image/png", ".mp4": "video/mp4", ".json": "application/
 def create_app(config: AppConfig) -> Any:
     try:
         from fastapi import FastAPI, HTTPException
+        from fastapi import Request as HTTPRequest
         from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+        from starlette.exceptions import HTTPException as AnyHTTPException
     except ImportError:
         raise MissingDependencyError("fastapi", "app", "The web app") from None
     from popcorn.media.registry import cover_names, video_names
+    from popcorn.runs.store import MANIFEST, Run
 
     worker = Worker(config)
     videos, covers = [*video_names(), "none"], [*cover_names(), "none"]
-    app = FastAPI(title="Popcorn", docs_url=None, redoc_url=None)
+    hosts = allowed_hosts(config.host)
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        yield
+        worker.close()  # ends the model process with the app
+
+    app = FastAPI(title="Popcorn", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.worker = worker
     page = files("popcorn.app").joinpath("page.html").read_text(encoding="utf-8")
 
-    def run_dir(name: str) -> Path:
-        folder = config.out / name
-        if not _RUN_NAME.match(name) or not (folder / "manifest.json").is_file():
+    def error(status: int, message: object) -> JSONResponse:
+        return JSONResponse({"error": config.public(message)}, status_code=status)
+
+    def run_dir(name: str) -> Any:
+        folder = run_folder(config.out, name) if _RUN_NAME.match(name) else None
+        if folder is None:
             raise HTTPException(404, "no such run")
         return folder
 
+    @app.middleware("http")
+    async def only_bound_hosts(
+        request: HTTPRequest, call_next: Callable[[HTTPRequest], Awaitable[Any]]
+    ) -> Any:
+        # A page from another site whose name was re-pointed at this address (DNS rebinding)
+        # sends its own name as Host: refuse it.
+        if hosts is not None and host_name(request.headers.get("host", "")) not in hosts:
+            names = ", ".join(sorted(hosts))
+            return error(400, f"this app answers only to {names}: open it by one of those names")
+        return await call_next(request)
+
     @app.exception_handler(UsageError)
-    async def usage_error(_: Any, error: UsageError) -> JSONResponse:
-        return JSONResponse({"error": str(error)}, status_code=400)
+    async def usage_error(_: Any, problem: UsageError) -> JSONResponse:
+        return error(400, problem)
+
+    @app.exception_handler(RunStoreError)
+    async def damaged_run(_: Any, problem: RunStoreError) -> JSONResponse:
+        return error(409, problem)  # the run exists but cannot be read as it is
+
+    @app.exception_handler(AnyHTTPException)  # ours and the router's own (unknown paths)
+    async def http_error(_: Any, problem: AnyHTTPException) -> JSONResponse:
+        return error(problem.status_code, problem.detail)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:
@@ -50,17 +89,20 @@ def create_app(config: AppConfig) -> Any:
 
     @app.get("/api/options")
     async def options() -> dict[str, Any]:
-        predictor = worker.predictor()
         return {
             "llms": config.llms,
             "videos": videos,
             "covers": covers,
-            "predictor": predictor is not None,
+            "predictor": (config.predictor / PREDICTOR_META).is_file(),
             "pe": (config.corpus / "index").is_dir(),
         }
 
     @app.post("/api/requests")
-    async def submit(body: dict[str, Any]) -> dict[str, Any]:
+    async def submit(http: HTTPRequest) -> dict[str, Any]:
+        try:
+            body = json.loads(await http.body())
+        except ValueError:
+            raise UsageError("the request body is not JSON") from None
         request = Request.from_json(body, config.llms, videos, covers)
         task = worker.submit(request)
         return {"id": task.id, "ahead": worker.ahead_of(task)}
@@ -83,11 +125,11 @@ def create_app(config: AppConfig) -> Any:
     async def human() -> dict[str, Any]:
         """The held-out real videos' scores, to place a result on (empty without a predictor)."""
         path = config.predictor / "human.json"
-        if not path.is_file():
-            return {"scores": []}
-        import json
-
-        return {"scores": json.loads(path.read_text(encoding="utf-8"))["scores"]}
+        try:
+            scores = json.loads(path.read_text(encoding="utf-8"))["scores"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return {"scores": []}  # no predictor, or a damaged file: the page shows no plot
+        return {"scores": scores}
 
     @app.get("/api/runs")
     async def history() -> list[dict[str, Any]]:
@@ -95,7 +137,7 @@ def create_app(config: AppConfig) -> Any:
 
         out = []
         for run in RunStore(config.out):
-            if run.status == "done":
+            if run.status == "done" and run_folder(config.out, run.path.name) is not None:
                 out.append(
                     {
                         "run": run.path.name,
@@ -109,39 +151,81 @@ def create_app(config: AppConfig) -> Any:
 
     @app.get("/api/runs/{name}")
     async def open_run(name: str) -> dict[str, Any]:
-        try:
-            return describe_run(run_dir(name))
-        except PopcornError as error:
-            raise HTTPException(404, str(error)) from None
+        return describe_run(run_dir(name))
 
     @app.get("/api/runs/{name}/files/{file}")
     async def media(name: str, file: str) -> Response:
-        from popcorn.runs.store import Run
-
         folder = run_dir(name)
-        if file not in Run.load(folder).manifest.files.values():
+        path = regular_file(folder, file)
+        if file not in Run.load(folder).manifest.files.values() or path is None:
             raise HTTPException(404, "no such file in this run")
-        path = folder / file
         kind = _MEDIA_TYPES.get(path.suffix, "application/octet-stream")
         return FileResponse(path, media_type=kind)  # answers range requests: clips can seek
 
     @app.get("/api/runs/{name}/download")
     async def download(name: str) -> Response:
         folder = run_dir(name)
+        listed = sorted(set(Run.load(folder).manifest.files.values()))
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(folder.iterdir()):
-                if path.is_file() and not path.name.startswith("."):
-                    archive.write(path, f"{name}/{path.name}")
+            for file in [MANIFEST, *listed]:
+                path = regular_file(folder, file)
+                if path is None:
+                    continue  # a link, or a file the run lists but no longer has
+                try:
+                    archive.writestr(f"{name}/{file}", read_regular(path))
+                except OSError:
+                    continue
         headers = {"Content-Disposition": f'attachment; filename="{name}.zip"'}
         return Response(buffer.getvalue(), media_type="application/zip", headers=headers)
 
     return app
 
 
-def serve(config: AppConfig, host: str = "127.0.0.1", port: int = 8765) -> None:
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, or a one-line ``UsageError`` saying why
+    not (the port is taken, no permission, not an address of this machine)."""
+    where = f"{host}:{port}"
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise UsageError(
+            f"cannot listen on {host!r}: {err.strerror}; pass --host an address of this machine"
+        ) from None
+    family, kind, proto, _, address = found[0]
+    sock = socket.socket(family, kind, proto)
+    # As uvicorn does: a restart need not wait for the old connections' TIME_WAIT; a port
+    # another program listens on is still refused.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"port {port} on {host} is taken by another program: stop it, or pick another "
+                "port with --port"
+            ) from None
+        if err.errno == errno.EACCES:
+            raise UsageError(
+                f"no permission to listen on {where}: pick a port above 1023 with --port"
+            ) from None
+        if err.errno == errno.EADDRNOTAVAIL:
+            raise UsageError(
+                f"{host} is not an address of this machine: pass --host 127.0.0.1 or 0.0.0.0"
+            ) from None
+        raise UsageError(f"cannot listen on {where}: {err.strerror}") from None
+    return sock
+
+
+def serve(config: AppConfig, sock: socket.socket) -> None:
+    """Serve the app on ``sock`` (from :func:`listen`) until Ctrl-C."""
     try:
         import uvicorn
     except ImportError:
         raise MissingDependencyError("uvicorn", "app", "The web app") from None
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning"))
+    # Ctrl-C is how a server is stopped: the app has shut down cleanly by then.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])

@@ -6,9 +6,13 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
+
+from popcorn.cli.render import warn
+from popcorn.profiles import PROFILE_NAMES
+from popcorn.safety import plain, shown
 
 if TYPE_CHECKING:
     from popcorn.retrieval.corpus import Corpus, ImportReport
@@ -21,6 +25,12 @@ _corpus_option = click.option(
     help="Corpus folder (also POPCORN_CORPUS).  [default: popcorn-corpus]",
 )
 _config_option = click.option("--config", type=click.Path(path_type=Path), help="Settings file.")
+_only_ids_option = click.option(
+    "--only-ids",
+    type=click.Path(path_type=Path),
+    help="Keep only the videos whose id is listed in this file (one id a line), e.g. a "
+    "predictor's held-out test split, so no reference is in its retrieval bank.",
+)
 
 
 def _corpus_folder(corpus_dir: Path | None, config: Path | None) -> Path:
@@ -47,7 +57,27 @@ def import_() -> None:
     """Import a corpus (replaces the one in --corpus)."""
 
 
-def _save(corpus_: Corpus, report: ImportReport, folder: Path, as_json: bool) -> None:
+def _id_list(only_ids: Path | None) -> set[str] | None:
+    """The ids of ``--only-ids`` (read before the import, so a bad list fails at once)."""
+    if only_ids is None:
+        return None
+    from popcorn.retrieval.corpus import read_id_list
+
+    return read_id_list(only_ids)
+
+
+def _save(
+    corpus_: Corpus,
+    report: ImportReport,
+    folder: Path,
+    as_json: bool,
+    only: tuple[Path | None, set[str] | None],
+) -> None:
+    listed_in, ids = only
+    if ids is not None:
+        from popcorn.retrieval.corpus import keep_only
+
+        corpus_ = keep_only(corpus_, report, ids, f"--only-ids {listed_in}")
     corpus_.save(folder, report)
     if as_json:
         click.echo(
@@ -63,18 +93,21 @@ def _save(corpus_: Corpus, report: ImportReport, folder: Path, as_json: bool) ->
     console = Console()
     categories = len(corpus_.categories())
     console.print(
-        f"kept {report.kept:,} videos in {categories} categories -> {folder} "
-        f"(version {corpus_.version})",
-        highlight=False,
+        shown(
+            f"kept {report.kept:,} videos in {categories} categories -> {folder} "
+            f"(version {corpus_.version})"
+        )
     )
     if report.skipped:
+        # Reasons and examples quote the imported files.
         table = Table("skipped", "lines", "e.g.", box=None, header_style="bold")
         for reason, count in report.skipped.most_common():
-            table.add_row(reason, f"{count:,}", ", ".join(report.examples.get(reason, [])))
+            examples = ", ".join(report.examples.get(reason, []))
+            table.add_row(shown(reason), f"{count:,}", shown(examples))
         console.print(table)
     for note in report.notes:
-        console.print(f"note: {note}", highlight=False)
-    console.print(f"next: popcorn corpus index --corpus {folder}", highlight=False)
+        console.print(shown(f"note: {note}"))
+    console.print(shown(f"next: popcorn corpus index --corpus {folder}"))
 
 
 @import_.command("microlens")
@@ -84,48 +117,74 @@ def _save(corpus_: Corpus, report: ImportReport, folder: Path, as_json: bool) ->
     type=click.Path(path_type=Path),
     help="English caption file (tab: video_id, caption).  [default: found in FOLDER]",
 )
+@click.option(
+    "--cover-captions",
+    type=click.Path(path_type=Path),
+    help="LLaVA cover captions (video_id, description; comma or tab), read as the cover "
+    "descriptions.  [default: llava-v1.5_caption.txt or a *llava* / *cover*caption* file "
+    "in FOLDER]",
+)
+@_only_ids_option
 @_corpus_option
 @_config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
 def import_microlens(
-    folder: Path, captions: Path | None, corpus_dir: Path | None, config: Path | None, as_json: bool
+    folder: Path,
+    captions: Path | None,
+    cover_captions: Path | None,
+    only_ids: Path | None,
+    corpus_dir: Path | None,
+    config: Path | None,
+    as_json: bool,
 ) -> None:
     """Read MicroLens-100k's raw files from FOLDER (likes/views, titles, comments, categories,
-    and the optional captions). Popularity is each video's comment count."""
+    and the optional captions and cover captions). Popularity is each video's comment count."""
     from popcorn.retrieval.corpus import import_microlens as read
 
-    corpus_, report = read(folder, captions)
-    _save(corpus_, report, _corpus_folder(corpus_dir, config), as_json)
+    only = (only_ids, _id_list(only_ids))
+    corpus_, report = read(folder, captions, cover_captions)
+    _save(corpus_, report, _corpus_folder(corpus_dir, config), as_json, only)
 
 
 @import_.command("table")
 @click.argument("file", type=click.Path(path_type=Path))
+@_only_ids_option
 @_corpus_option
 @_config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
-def import_table(file: Path, corpus_dir: Path | None, config: Path | None, as_json: bool) -> None:
+def import_table(
+    file: Path, only_ids: Path | None, corpus_dir: Path | None, config: Path | None, as_json: bool
+) -> None:
     """Read the pre-joined table (parquet, CSV or JSONL; columns video_id, title_en, cover_desc,
     caption_en, partition or category, likes, views, comment_count)."""
     from popcorn.retrieval.corpus import import_table as read
 
+    only = (only_ids, _id_list(only_ids))
     corpus_, report = read(file)
-    _save(corpus_, report, _corpus_folder(corpus_dir, config), as_json)
+    _save(corpus_, report, _corpus_folder(corpus_dir, config), as_json, only)
 
 
 @import_.command("hf")
 @click.argument("dataset_id")
 @click.option("--split", default="train", show_default=True)
+@_only_ids_option
 @_corpus_option
 @_config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
 def import_hf(
-    dataset_id: str, split: str, corpus_dir: Path | None, config: Path | None, as_json: bool
+    dataset_id: str,
+    split: str,
+    only_ids: Path | None,
+    corpus_dir: Path | None,
+    config: Path | None,
+    as_json: bool,
 ) -> None:
-    """Load the pre-joined table from the dataset hub (needs network and 'popcorn[data]')."""
+    """Load the pre-joined table from the dataset hub (needs network and 'popcorn-video[data]')."""
     from popcorn.retrieval.corpus import import_hf as read
 
+    only = (only_ids, _id_list(only_ids))
     corpus_, report = read(dataset_id, split)
-    _save(corpus_, report, _corpus_folder(corpus_dir, config), as_json)
+    _save(corpus_, report, _corpus_folder(corpus_dir, config), as_json, only)
 
 
 @corpus.command()
@@ -156,10 +215,11 @@ def index(
         meta = build_index(folder, model, batch_size=batch_size, progress=advance)
     rate = meta["videos"] / max(meta["build_seconds"], 1e-9)
     Console().print(
-        f"indexed {meta['videos']:,} videos and {len(meta['categories'])} categories "
-        f"with {meta['embedder']['name']} in {meta['build_seconds']:.1f} s "
-        f"({rate:,.0f} videos/s) -> {folder / 'index'}",
-        highlight=False,
+        shown(
+            f"indexed {meta['videos']:,} videos and {len(meta['categories'])} categories "
+            f"with {meta['embedder']['name']} in {meta['build_seconds']:.1f} s "
+            f"({rate:,.0f} videos/s) -> {folder / 'index'}"
+        )
     )
 
 
@@ -169,6 +229,19 @@ def index(
 @click.option(
     "--categories", type=click.IntRange(1, 50), help="Nearest categories to search.  [default: 1]"
 )
+@click.option(
+    "--profile",
+    type=click.Choice(PROFILE_NAMES),
+    help="Whose reference pool and routing: paper (the predictor's test split, complete "
+    "videos, routing by name) or popcorn (the whole corpus, routing by content).  "
+    "[default: popcorn]",
+)
+@click.option(
+    "--predictor",
+    type=click.Path(path_type=Path),
+    help="The predictor whose test split is the paper profile's pool.  "
+    "[default: popcorn-predictor]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the references as JSON.")
 @_corpus_option
 @_config_option
@@ -176,6 +249,8 @@ def search(
     query: str,
     refs: int | None,
     categories: int | None,
+    profile: str | None,
+    predictor: Path | None,
     as_json: bool,
     corpus_dir: Path | None,
     config: Path | None,
@@ -183,21 +258,25 @@ def search(
     """Show the categories QUERY routes to and the references PE would give the LLM."""
     from popcorn.config import load_settings
     from popcorn.generation import validate_query
-    from popcorn.retrieval.index import load_index
-    from popcorn.retrieval.search import Retriever
+    from popcorn.retrieval.enhance import PESettings, open_pool
 
     settings = load_settings(
-        config, {"pe": {"corpus": corpus_dir, "refs": refs, "categories": categories}}
+        config,
+        {
+            "pe": {"corpus": corpus_dir, "refs": refs, "categories": categories},
+            "predictor": {"path": predictor},
+            "run": {"profile": profile},
+        },
     )
     query = validate_query(query)
-    retriever = Retriever(load_index(settings.pe.corpus, settings.pe.embedder))
-    found = retriever.search(query, settings.pe.refs, settings.pe.categories)
+    pe = PESettings.from_settings(settings)
+    retriever, pool = open_pool(pe)
+    found = retriever.search(query, pe.refs, pe.categories, pool=pool, routing=pe.routing)
     if as_json:
         click.echo(json.dumps(found.to_dict(), ensure_ascii=False))
     else:
         _show_references(found)
-    for warning in found.warnings:
-        click.echo(f"popcorn: warning: {warning}", err=True)
+    warn(found.warnings)
 
 
 def _show_references(found: References) -> None:
@@ -205,8 +284,9 @@ def _show_references(found: References) -> None:
     from rich.table import Table
 
     console = Console()
+    # Category names, titles and captions are the corpus's text: shown literally.
     routed = ", ".join(f"{name} ({score:.2f})" for name, score in found.categories)
-    console.print(f"categories: {routed}", highlight=False)
+    console.print(shown(f"categories: {routed}"))
     table = Table("#", "label", "comments", "sim", "title", "caption", header_style="bold")
     for ref in found.items:
         label = "[green]popular[/]" if ref.popular else "[red]unpopular[/]"
@@ -215,8 +295,8 @@ def _show_references(found: References) -> None:
             label,
             f"{ref.comment_count:,}",
             f"{ref.similarity:.2f}",
-            ref.title,
-            ref.caption[:60],
+            shown(ref.title),
+            shown(plain(ref.caption)[:60]),
         )
     console.print(table)
 
@@ -233,31 +313,48 @@ def info(corpus_dir: Path | None, config: Path | None) -> None:
     folder = _corpus_folder(corpus_dir, config)
     corpus_ = Corpus.load(folder)
     meta = corpus_.meta
-    click.echo(f"corpus   {folder} (version {corpus_.version}, from {meta['import']['source']})")
+    # The folder, the source and the embedder name come from the user or the corpus files.
+    click.echo(
+        plain(f"corpus   {folder} (version {corpus_.version}, from {meta['import']['source']})")
+    )
     click.echo(f"videos   {len(corpus_.videos):,} in {len(corpus_.categories())} categories")
     try:
         idx = load_index(folder)
         click.echo(
-            f"index    {idx.meta['videos']:,} videos, embedder {idx.embedder_name}, "
-            f"built {idx.meta['built_at']}"
+            plain(
+                f"index    {idx.meta['videos']:,} videos, embedder {idx.embedder_name}, "
+                f"built {idx.meta['built_at']}"
+            )
         )
     except UsageError as err:
-        click.echo(f"index    not usable: {err}")
+        click.echo(plain(f"index    not usable: {err}"))
 
 
 @corpus.command()
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--videos", type=click.IntRange(1, 1_000_000), default=500, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def synth(folder: Path, videos: int, seed: int) -> None:
-    """Write a generated corpus in MicroLens' file formats (and a pre-joined table.jsonl) to
-    FOLDER, for trying PE without the real data. Not MicroLens data."""
-    from popcorn.retrieval.synthetic import generate_microlens
+@click.option(
+    "--names",
+    type=click.Choice(["plain", "microlens", "codes"]),
+    default="plain",
+    show_default=True,
+    help="What categories are called: plain ('food'), MicroLens-style platform labels "
+    "('Delicacy'), or opaque codes ('C01'), to see routing where names say little.",
+)
+def synth(folder: Path, videos: int, seed: int, names: str) -> None:
+    """Write a generated corpus in MicroLens' file formats (likes/views, titles, comments,
+    categories, captions, LLaVA-style cover captions, and a pre-joined table.jsonl) to FOLDER,
+    for trying PE without the real data. Not MicroLens data."""
+    from popcorn.retrieval.synthetic import CategoryNames, generate_microlens
 
-    report = generate_microlens(folder, videos=videos, seed=seed)
+    chosen = cast("CategoryNames", names)  # click.Choice has checked it
+    report = generate_microlens(folder, videos=videos, seed=seed, names=chosen)
     click.echo(
-        f"wrote {report.videos:,} generated videos in {report.categories} categories to "
-        f"{folder}: {', '.join(report.files)}"
+        plain(
+            f"wrote {report.videos:,} generated videos in {report.categories} categories to "
+            f"{folder}: {', '.join(report.files)}"
+        )
     )
 
 

@@ -9,16 +9,50 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from popcorn.cli.render import build_media_options, media_options
+from popcorn.cli.help import GroupedCommand
+from popcorn.cli.render import deprecated_device_flags, media_options, media_overrides, warn
+from popcorn.config import DecodingSettings, LLMSettings, PESettingsModel, int_limits, limits
+from popcorn.profiles import PROFILE_NAMES
+from popcorn.safety import plain, redact, shown
 
 if TYPE_CHECKING:
     from popcorn.config import Settings
-    from popcorn.generation import GenerateResult, Generator, QueryItem
-    from popcorn.media.render import MediaOptions
-    from popcorn.predictor.score import Predictor
+    from popcorn.generation import QueryItem
+    from popcorn.pipeline import Pipeline, RunResult
 
 
-@click.command()
+def decoding_option(name: str) -> dict[str, Any]:
+    """A decoding flag's type and help, from its setting: one range and default for all."""
+    field = DecodingSettings.model_fields[name]
+    low, high, low_open = limits(DecodingSettings, name)
+    kind: click.IntRange | click.FloatRange = (
+        click.IntRange(None if low is None else int(low), None if high is None else int(high))
+        if field.annotation is int
+        else click.FloatRange(low, high, min_open=low_open)
+    )
+    return {
+        "type": kind,
+        "help": f"[default: {field.default}]",
+    }
+
+
+_GROUPS = {
+    "Input and output": ["queries_file", "out", "as_json", "force", "concurrency", "config"],
+    "LLM": ["spec", "profile", "base_url", "timeout", "attempts", "n_ctx", "n_gpu_layers",
+            "device_map", "dtype", "load_in_4bit", "load_in_8bit", "batch_size"],
+    "Decoding": ["temperature", "top_p", "repetition_penalty", "seed", "max_tokens"],
+    "Prompt enhancement": ["pe", "refs", "categories", "corpus"],
+    "Media": ["video", "cover", "portrait", "width", "height", "frames", "fps", "steps",
+              "guidance", "negative_prompt", "video_seed", "video_model", "motion_adapter",
+              "cover_model", "cover_size", "cover_steps", "cover_guidance", "compile", "cache",
+              "long_prompt"],
+    "Memory and devices": ["device", "media_device", "media_dtype", "offload", "vae_tiling",
+                           "vae_slicing", "quantize", "unload_stages"],
+    "Scoring and best-of-N": ["predictor", "candidates", "render_top"],
+}  # fmt: skip
+
+
+@click.command(cls=GroupedCommand, groups=_GROUPS)
 @click.argument("query", required=False)
 @click.option(
     "--queries",
@@ -48,22 +82,21 @@ if TYPE_CHECKING:
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 64),
-    help="Parallel requests for API backends in a batch.  [default: 4]",
+    help="Queries in flight at once: parallel requests for API backends, queries generated "
+    "together by hf: and vllm: models.  [default: 4]",
 )
 @click.option(
     "--force", is_flag=True, help="Redo queries even if a run with the same settings is done."
 )
-@click.option("--temperature", type=click.FloatRange(0, 2), help="[default: 0.7]")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="[default: 0.9]")
-@click.option(
-    "--repetition-penalty", type=click.FloatRange(0, 3, min_open=True), help="[default: 1.1]"
-)
-@click.option("--seed", type=click.IntRange(min=0), help="[default: 42]")
-@click.option("--max-tokens", type=click.IntRange(16, 32768), help="[default: 1024]")
+@click.option("--temperature", **decoding_option("temperature"))
+@click.option("--top-p", **decoding_option("top_p"))
+@click.option("--repetition-penalty", **decoding_option("repetition_penalty"))
+@click.option("--seed", **decoding_option("seed"))
+@click.option("--max-tokens", **decoding_option("max_tokens"))
 @click.option(
     "--attempts",
     type=click.IntRange(1, 10),
-    help="Fresh tries when an answer cannot be parsed.  [default: 3]",
+    help="Fresh tries when an answer cannot be parsed or fails the quality gate.  [default: 3]",
 )
 @click.option(
     "--timeout",
@@ -76,9 +109,12 @@ if TYPE_CHECKING:
 @click.option(
     "--n-gpu-layers",
     type=click.IntRange(min=-1),
-    help="llama.cpp layers on the GPU (-1 all).  [default: 0]",
+    help="llama.cpp layers on the GPU (-1 all; deprecated in favour of --device).  [default: -1, "
+    "0 with --device cpu]",
 )
-@click.option("--device-map", help="hf: device placement, e.g. auto, cpu, cuda:0.  [default: auto]")
+@click.option(
+    "--device-map", help="hf: device placement (deprecated in favour of --device).  [default: auto]"
+)
 @click.option(
     "--dtype",
     type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
@@ -91,16 +127,21 @@ if TYPE_CHECKING:
     "--load-in-8bit", is_flag=True, default=None, help="hf: 8-bit weights (bitsandbytes)."
 )
 @click.option(
+    "--batch-size",
+    type=click.IntRange(*int_limits(LLMSettings, "batch_size")),
+    help="hf: conversations per generate (0: from the free GPU memory, 4 on a CPU).  [default: 0]",
+)
+@click.option(
     "--pe", is_flag=True, help="Prompt enhancement: reference videos + a reasoning chain."
 )
 @click.option(
     "--refs",
-    type=click.IntRange(0, 500),
+    type=click.IntRange(*int_limits(PESettingsModel, "refs")),
     help="PE: references shown to the LLM (0: reasoning chain only).  [default: 10]",
 )
 @click.option(
     "--categories",
-    type=click.IntRange(1, 50),
+    type=click.IntRange(*int_limits(PESettingsModel, "categories")),
     help="PE: nearest categories to retrieve from.  [default: 1]",
 )
 @click.option(
@@ -128,6 +169,12 @@ if TYPE_CHECKING:
     type=click.Path(path_type=Path),
     help="Score each clip with the predictor in this folder (by default: popcorn-predictor, "
     "when it holds a trained model).",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(PROFILE_NAMES),
+    help="paper: every condition of the LLMPopcorn study; popcorn: Popcorn's improvements "
+    "(see the README's table).  [default: popcorn]",
 )
 @click.option(
     "--config",
@@ -161,221 +208,139 @@ def generate(
       popcorn generate "How to cook ramen at home" --pe --refs 50 --categories 2
     """
     from popcorn.errors import UsageError
+    from popcorn.pipeline import Pipeline
 
     if (query is None) == (queries_file is None):
         raise UsageError("give either a QUERY or --queries FILE (see popcorn generate --help)")
-    media = build_media_options(flags)
-    media.check()
-    settings = _settings(config, flags)
-    scorer = _scorer(settings.predictor.path, explicit=flags["predictor"] is not None)
-    generator = _generator(settings, pe)
+    deprecated_device_flags(flags)
+    media = media_overrides(flags)
+    settings = settings_from_flags(config, flags, media)
+    pipeline = Pipeline(settings, pe=pe, score="always" if flags["predictor"] else "auto")
+    pipeline.check()
     if candidates > 1:
-        if query is None or scorer is None:
-            raise UsageError(
-                "--candidates needs one QUERY and a trained predictor (--predictor DIR)"
-            )
-        _best_of(
-            generator, query, candidates, min(render_top, candidates), scorer, media, force, as_json
-        )
+        if query is None:
+            raise UsageError("--candidates needs one QUERY, not --queries")
+        _best_of(pipeline, query, candidates, render_top, force, as_json)
         return
     if query is not None:
-        result = generator.generate(query, force=force)
-        stage = _render_one(result.run_dir, media, force)
-        score = _score(result.run_dir, stage, scorer)
+        from popcorn.cli.watch import StageWatch
+
+        with StageWatch() as watch:
+            result = pipeline.run(query, force=force, on_step=watch.step)
         if as_json:
-            line = {**result.to_dict(), **_media_fields(result.run_dir, stage), **score}
-            click.echo(json.dumps(line, ensure_ascii=False))
+            click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         else:
-            _show(result, stage, score)
-        for warning in (*result.warnings, *stage.get("warnings", ())):
-            click.echo(f"popcorn: warning: {warning}", err=True)
+            _show(result)
+        warn((*result.script.warnings, *(result.media.warnings if result.media else ())))
         return
 
     from popcorn.queries import read_queries
 
     assert queries_file is not None
-    _batch(generator, read_queries(queries_file), settings, force, as_json, media, scorer)
+    _batch(pipeline, read_queries(queries_file), force, as_json)
 
 
-def _settings(config: Path | None, flags: dict[str, Any]) -> Settings:
+_LLM_FLAGS = (
+    "base_url", "timeout", "attempts", "n_ctx", "n_gpu_layers", "device_map", "dtype",
+    "load_in_4bit", "load_in_8bit", "batch_size",
+)  # fmt: skip
+_DECODING_FLAGS = ("temperature", "top_p", "repetition_penalty", "seed", "max_tokens")
+
+
+def settings_from_flags(
+    config: Path | None, flags: dict[str, Any], media: dict[str, Any] | None = None
+) -> Settings:
+    """The settings of ``generate`` (and ``serve``): flags over env over file over defaults."""
     from popcorn.config import load_settings
 
-    llm_keys = (
-        "base_url",
-        "timeout",
-        "attempts",
-        "n_ctx",
-        "n_gpu_layers",
-        "device_map",
-        "dtype",
-        "load_in_4bit",
-        "load_in_8bit",
-    )
-    decoding_keys = ("temperature", "top_p", "repetition_penalty", "seed", "max_tokens")
     return load_settings(
         config,
         {
-            "llm": {"spec": flags["spec"], **{k: flags[k] for k in llm_keys}},
-            "decoding": {k: flags[k] for k in decoding_keys},
-            "run": {"out": flags["out"], "concurrency": flags["concurrency"]},
-            "pe": {
-                "refs": flags["refs"],
-                "categories": flags["categories"],
-                "corpus": flags["corpus"],
+            "llm": {"spec": flags.get("spec"), **{k: flags.get(k) for k in _LLM_FLAGS}},
+            "decoding": {k: flags.get(k) for k in _DECODING_FLAGS},
+            "run": {
+                "out": flags.get("out"),
+                "concurrency": flags.get("concurrency"),
+                "profile": flags.get("profile"),
+                "device": flags.get("device"),
             },
-            "predictor": {"path": flags["predictor"]},
+            "pe": {k: flags.get(k) for k in ("refs", "categories", "corpus")},
+            "predictor": {"path": flags.get("predictor")},
+            "media": media or {},
         },
     )
 
 
-def _scorer(folder: Path, explicit: bool) -> Predictor | None:
-    """The predictor to score clips with: the one in ``folder`` if trained there (an error if
-    ``folder`` was named explicitly and holds none), else none."""
-    from popcorn.predictor.score import Predictor
-
-    if not explicit and not (folder / "predictor.json").is_file():
-        return None
-    return Predictor.load(folder)
-
-
-def _score(run_dir: Path, stage: dict[str, Any], scorer: Predictor | None) -> dict[str, Any]:
-    """``{"score": record}`` when there is a predictor and a clip, else ``{}``."""
-    if scorer is None or "video" not in stage:
-        return {}
-    from popcorn.predictor.score import score_run
-
-    return {"score": score_run(run_dir, scorer)}
-
-
-def _generator(settings: Settings, pe: bool) -> Generator:
-    from popcorn.generation import Generator
-    from popcorn.llm.retry import RetryPolicy
-    from popcorn.retrieval.enhance import PESettings
-
-    pe_settings = (
-        PESettings(
-            refs=settings.pe.refs,
-            categories=settings.pe.categories,
-            corpus=settings.pe.corpus,
-            embedder=settings.pe.embedder,
-        )
-        if pe
-        else None
-    )
-    return Generator(
-        settings.llm.spec,
-        out=settings.run.out,
-        decoding=settings.decoding.decoding(),
-        attempts=settings.llm.attempts,
-        retry=RetryPolicy(attempts=settings.llm.retries),
-        options=settings.llm.options(),
-        pe=pe_settings,
-    )
-
-
 def _best_of(
-    generator: Generator,
-    query: str,
-    candidates: int,
-    render_top: int,
-    scorer: Predictor,
-    media: MediaOptions,
-    force: bool,
-    as_json: bool,
+    pipeline: Pipeline, query: str, candidates: int, render_top: int, force: bool, as_json: bool
 ) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from popcorn.bestof import best_of
-
-    outcome = best_of(generator, query, candidates, render_top, scorer, media, force)
+    outcome = pipeline.best_of(query, candidates, render_top, force=force)
     if as_json:
         click.echo(json.dumps(outcome.to_dict(), ensure_ascii=False))
         return
-    table = Table(title=f"best of {candidates}: {query}")
+    table = Table(title=shown(f"best of {candidates}: {query}"))
     for column in ("", "seed", "title", "text-only", "score"):
         table.add_column(column)
     for c in outcome.candidates:
         mark = "best" if c is outcome.winner else ""
         full = "" if c.score is None else f"{c.score['score']:.3f}"
-        table.add_row(mark, str(c.seed), c.result.script.title, f"{c.text_only:.3f}", full)
+        table.add_row(mark, str(c.seed), shown(c.result.script.title), f"{c.text_only:.3f}", full)
     Console().print(table)
-    Console().print(f"winner: {outcome.winner.result.run_dir}", highlight=False)
+    Console().print(shown(f"winner: {outcome.winner.result.run_dir}"))
 
 
-def _render_one(run_dir: Path, media: MediaOptions, force: bool) -> dict[str, Any]:
-    from popcorn.media.render import render, render_stage_by_stage
-
-    if not media.memory.unload:
-        return render(run_dir, media, force=force)
-    from popcorn.llm.registry import release_models
-
-    release_models()
-    outcome = render_stage_by_stage([run_dir], media, force=force)[run_dir]
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
-
-
-def _media_fields(run_dir: Path, stage: dict[str, Any]) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for role, key in (("video", "clip"), ("cover", "cover")):
-        if role in stage:
-            fields[key] = str(run_dir / stage[role]["file"])
-            fields[f"{key}_preview"] = stage[role]["preview"]
-    return fields
-
-
-def _show(result: GenerateResult, stage: dict[str, Any], score: dict[str, Any]) -> None:
+def _show(result: RunResult) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    script = result.script
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column(overflow="fold")
-    table.add_row("Title", result.script.title)
-    table.add_row("Cover prompt", result.script.cover_prompt)
-    table.add_row("Video prompt", result.script.video_prompt)
-    note = " (already done with these settings; --force redoes it)" if result.cached else ""
-    table.add_row("Mode", "PE (references + reasoning)" if result.mode == "pe" else "basic")
+    # Everything in the right column came from the model or the user: shown literally.
+    table.add_row("Title", shown(script.script.title))
+    table.add_row("Cover prompt", shown(script.script.cover_prompt))
+    table.add_row("Video prompt", shown(script.script.video_prompt))
+    note = " (already done with these settings; --force redoes it)" if script.cached else ""
+    table.add_row("Mode", "PE (references + reasoning)" if script.mode == "pe" else "basic")
+    record = result.media.record if result.media else {}
     for role, label in (("video", "Clip"), ("cover", "Cover")):
-        if role in stage:
-            kind = " (PREVIEW: no diffusion model)" if stage[role]["preview"] else ""
-            table.add_row(label, f"{stage[role]['file']}{kind}")
-    if score:
-        record = score["score"]
+        if record.get(role):
+            kind = " (PREVIEW: no diffusion model)" if record[role]["preview"] else ""
+            table.add_row(label, shown(f"{record[role]['file']}{kind}"))
+    if result.score is not None:
+        score = result.score
         where = (
-            f", above {record['percentile']:.0f}% of real videos"
-            if record["percentile"] is not None
+            f", above {score.percentile:.0f}% of real videos"
+            if score.percentile is not None
             else ""
         )
-        table.add_row("Popularity", f"{record['score']:.3f} predicted log2(1 + comments){where}")
-    table.add_row("Run folder", f"{result.run_dir}{note}")
-    if "title_shortened" in result.script.flags:
+        table.add_row("Popularity", f"{score.score:.3f} predicted log2(1 + comments){where}")
+    table.add_row("Run folder", shown(f"{script.run_dir}{note}"))
+    if "title_shortened" in script.script.flags:
         table.add_row("Note", "the model's title was over 50 characters and was shortened")
     Console(soft_wrap=False).print(table)
 
 
-def _batch(
-    generator: Generator,
-    items: list[QueryItem],
-    settings: Settings,
-    force: bool,
-    as_json: bool,
-    media: MediaOptions,
-    scorer: Predictor | None,
-) -> None:
+def _batch(pipeline: Pipeline, items: list[QueryItem], force: bool, as_json: bool) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from popcorn.errors import PopcornError
-    from popcorn.generation import GenerateResult
-    from popcorn.media.render import render, render_stage_by_stage
+    from popcorn.pipeline import RunResult
 
     err = Console(stderr=True)
-    concurrency = settings.run.concurrency
-    if concurrency > 1 and not generator.llm.concurrent:
-        err.print(f"[yellow]{generator.llm.spec} runs in this process: one query at a time[/]")
+    out = pipeline.settings.run.out
+    concurrency = pipeline.settings.run.concurrency
+    if concurrency > 1 and not pipeline.generator.llm.concurrent:  # embedded, gguf:
+        err.print(
+            shown(
+                f"{pipeline.generator.llm.spec} runs in this process: one query at a time", "yellow"
+            )
+        )
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -389,82 +354,43 @@ def _batch(
     task = progress.add_task("generating", total=len(items), failed=0)
     failed = 0
 
-    media_failures: list[tuple[str, str]] = []
-    staged = media.memory.unload  # all scripts first, then all clips, then all covers
-    done: list[GenerateResult] = []
-
-    def emit(outcome: GenerateResult, stage: dict[str, Any] | PopcornError) -> None:
-        if isinstance(stage, PopcornError):
-            media_failures.append((outcome.query, f"media: {stage}"))
-            stage = {}
-        try:
-            score = _score(outcome.run_dir, stage, scorer)
-        except PopcornError as error:
-            media_failures.append((outcome.query, f"score: {error}"))
-            score = {}
-        if as_json:
-            line = {**outcome.to_dict(), **_media_fields(outcome.run_dir, stage), **score}
-            sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
-
-    def on_result(item: QueryItem, outcome: GenerateResult | Exception) -> None:
+    def on_result(item: QueryItem, outcome: RunResult | Exception) -> None:
         nonlocal failed
-        if isinstance(outcome, GenerateResult):
-            if staged:
-                done.append(outcome)
-            else:
-                # Media are rendered here, one at a time: GPU generators must not overlap.
-                try:
-                    emit(outcome, render(outcome.run_dir, media, force=force))
-                except PopcornError as error:
-                    emit(outcome, error)
+        if isinstance(outcome, RunResult):
+            line = outcome.to_dict()
         else:
             failed += 1
-            if as_json:
-                line = {"query": item.query, "error": str(outcome)}
-                sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
-                sys.stdout.flush()
+            line = {"query": item.query, "error": redact(outcome)}
+        if as_json:
+            sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
         progress.update(task, advance=1, failed=failed)
 
     try:
         with progress:
-            report = generator.batch(
-                items, concurrency=concurrency, force=force, on_result=on_result
-            )
-            if staged and done:
-                from popcorn.llm.registry import release_models
-
-                release_models()
-                media_task = progress.add_task("rendering", total=2 * len(done), failed=0)
-                stages = render_stage_by_stage(
-                    [r.run_dir for r in done],
-                    media,
-                    force=force,
-                    advance=lambda: progress.update(media_task, advance=1),
-                )
-                for outcome in done:
-                    emit(outcome, stages[outcome.run_dir])
+            report = pipeline.run_many(items, force=force, on_result=on_result)
     except KeyboardInterrupt:
         done_count = int(progress.tasks[0].completed)
         err.print(
-            f"popcorn: interrupted after {done_count} of {len(items)} queries; finished runs are "
-            f"kept in {settings.run.out}: run the same command again to resume",
-            highlight=False,
+            shown(
+                f"popcorn: interrupted after {done_count} of {len(items)} queries; finished runs "
+                f"are kept in {out}: run the same command again to resume"
+            )
         )
         sys.exit(130)
 
-    new = len(report.results) - report.cached
+    scripts = report.scripts
+    new = len(scripts.results) - scripts.cached
     summary = (
-        f"{len(report.results)} of {len(items) - report.duplicates} done "
-        f"({new} new, {report.cached} already done), {len(report.failures)} failed"
+        f"{len(scripts.results)} of {len(items) - scripts.duplicates} done "
+        f"({new} new, {scripts.cached} already done), {len(scripts.failures)} failed"
     )
-    if report.duplicates:
-        summary += f", {report.duplicates} duplicate queries skipped"
-    err.print(f"{summary}; runs in {settings.run.out}", highlight=False)
-    failures = report.failures + media_failures
-    for query, message in failures[:10]:
-        err.print(f"  failed: {query[:60]!r}: {message}", highlight=False, markup=False)
-    if report.stopped:
-        raise PopcornError(f"batch stopped early: {report.stopped}")
-    if failures:
-        raise PopcornError(f"{len(failures)} queries failed; rerun to retry them")
+    if scripts.duplicates:
+        summary += f", {scripts.duplicates} duplicate queries skipped"
+    err.print(shown(f"{summary}; runs in {out}"))
+    for query, message in report.failures[:10]:
+        err.print(shown(f"  failed: {plain(query)[:60]!r}: {redact(message)}"))
+    if scripts.stopped:
+        raise PopcornError(f"batch stopped early: {scripts.stopped}")
+    if report.failures:
+        raise PopcornError(f"{len(report.failures)} queries failed; rerun to retry them")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -10,14 +11,18 @@ import click
 
 from popcorn import __version__
 from popcorn.errors import PopcornError
+from popcorn.safety import one_line, plain, redact
 
 _COMMANDS = {
     "corpus": ("popcorn.cli.corpus", "corpus"),
+    "doctor": ("popcorn.cli.doctor", "doctor"),
     "generate": ("popcorn.cli.generate", "generate"),
     "generators": ("popcorn.cli.render", "generators"),
     "llms": ("popcorn.cli.llms", "llms"),
     "predictor": ("popcorn.cli.predictor", "predictor"),
+    "pull": ("popcorn.cli.pull", "pull"),
     "render": ("popcorn.cli.render", "render"),
+    "runs": ("popcorn.cli.runs", "runs"),
     "score": ("popcorn.cli.predictor", "score"),
     "serve": ("popcorn.cli.serve", "serve"),
     "study": ("popcorn.cli.study", "study"),
@@ -64,24 +69,57 @@ def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
       popcorn serve
     """
     ctx.obj = {"debug": debug}
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="popcorn: %(levelname)s: %(message)s",
-    )
-    # httpx logs every request at INFO; keep -v about our own events.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_SafeFormatter("popcorn: %(levelname)s: %(message)s"))
+    # Other libraries stay at WARNING: -v is about Popcorn's own events (loads, cache hits,
+    # retries, stage timings), not transformers' or httpx's INFO noise.
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    logging.getLogger("popcorn").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines can quote a model's answer or a server's error body: no terminal control
+    sequences and no credentials reach stderr."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(plain(super().format(record)))
+
+
+def _error_line(prefix: str, message: object) -> None:
+    """One line on stderr; ``message`` may quote model output, a file or a server's reply."""
+    click.echo(f"popcorn: {prefix}{redact(one_line(message))}", err=True)
+
+
+def _show_click_error(err: click.ClickException) -> None:
+    """click's own message (usage and the error), which can echo what the user typed."""
+    buffer = io.StringIO()
+    err.show(file=buffer)
+    click.echo(redact(plain(buffer.getvalue())), err=True, nl=False)
+
+
+_GLOBAL_FLAGS = ("-v", "--verbose", "--debug")
+
+
+def _global_flags_first(args: list[str]) -> list[str]:
+    """``-v`` / ``--debug`` anywhere before ``--`` (e.g. ``popcorn generate -v ...``) as if
+    given before the subcommand, where click reads them."""
+    end = args.index("--") if "--" in args else len(args)
+    found = [a for a in args[:end] if a in _GLOBAL_FLAGS]
+    rest = [a for a in args[:end] if a not in _GLOBAL_FLAGS]
+    return [*found, *rest, *args[end:]]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; our own errors end in one line on stderr and a non-zero exit."""
-    debug = "--debug" in (argv or sys.argv[1:]) or bool(os.environ.get("POPCORN_DEBUG"))
+    argv = _global_flags_first(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in argv or bool(os.environ.get("POPCORN_DEBUG"))
     try:
         cli.main(args=argv, prog_name="popcorn", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("popcorn: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as err:
-        err.show()
+        _show_click_error(err)
         sys.exit(err.exit_code)
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)
@@ -91,17 +129,17 @@ def main(argv: list[str] | None = None) -> None:
     except PopcornError as err:
         if debug:
             raise
-        click.echo(f"popcorn: error: {err}", err=True)
+        _error_line("error: ", err)
         sys.exit(1)
     except BrokenPipeError:
         sys.exit(1)
     except Exception as err:  # a bug: say so in one line unless asked for the traceback
         if debug:
             raise
-        click.echo(
-            f"popcorn: internal error: {type(err).__name__}: {err} "
+        _error_line(
+            "internal error: ",
+            f"{type(err).__name__}: {err} "
             "(rerun with --debug for the traceback, and please report it)",
-            err=True,
         )
         sys.exit(70)
 

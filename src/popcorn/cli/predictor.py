@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from popcorn.cli.corpus import _config_option, _corpus_option, _progress
+from popcorn.safety import shown
 
 if TYPE_CHECKING:
     from popcorn.config import Settings
@@ -21,14 +22,28 @@ _predictor_option = click.option(
     type=click.Path(path_type=Path),
     help="Predictor folder (also POPCORN_PREDICTOR).  [default: popcorn-predictor]",
 )
-_device_option = click.option("--device", help="torch device, e.g. cuda.  [default: cpu]")
+_device_option = click.option(
+    "--device", help="auto, cpu, cuda, cuda:N or mps.  [default: auto: a CUDA GPU if there is one]"
+)
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+_profile_option = click.option(
+    "--profile",
+    type=click.Choice(["paper", "popcorn"]),
+    help="paper: MMRA's configuration, as the LLMPopcorn study trained its judge; popcorn: "
+    "Popcorn's (see the README).  [default: [run] profile, else popcorn]",
+)
 
 
-def _settings(config: Path | None, **predictor: Any) -> Settings:
+def _settings(config: Path | None, profile: str | None = None, **predictor: Any) -> Settings:
     from popcorn.config import load_settings
+    from popcorn.pipeline import torch_device
 
-    return load_settings(config, {"predictor": predictor})
+    settings = load_settings(config, {"run": {"profile": profile}, "predictor": predictor})
+    # "auto" is decided here, once: a CUDA GPU when torch sees one, else the CPU.
+    device = torch_device(settings.predictor.device)
+    return settings.model_copy(
+        update={"predictor": settings.predictor.model_copy(update={"device": device})}
+    )
 
 
 def _err() -> Any:
@@ -38,9 +53,10 @@ def _err() -> Any:
 
 
 def _print(text: str) -> None:
+    """Print literally: lines quote titles, file names and paths (never Rich markup)."""
     from rich.console import Console
 
-    Console().print(text, highlight=False)
+    Console().print(shown(text))
 
 
 @click.group()
@@ -68,9 +84,22 @@ def predictor() -> None:
     "--visual", help="Frame encoder: vit (the study's ViT-base in21k), clip, a hub id or folder."
 )
 @click.option(
-    "--embedder", help="Title embedder: minilm-l6 (default, offline), a hub id or folder."
+    "--embedder",
+    help="Title encoder, a hub id or folder.  [default: popcorn: minilm-l6 (packaged); paper: "
+    "AnglE BERT-base, CLS+mean pooled]",
+)
+@click.option(
+    "--retrieval-embedder",
+    help="Encoder of the retrieval text.  [default: popcorn: the title encoder; paper: "
+    "UAE-Large-V1, CLS pooled, with its retrieval prompt]",
+)
+@click.option(
+    "--captioner",
+    help="Image-to-text model captioning the frames for the retrieval text, or 'none' for the "
+    "corpus's caption.  [default: popcorn: none; paper: blip]",
 )
 @click.option("--frames", type=click.IntRange(1, 64), default=10, show_default=True)
+@_profile_option
 @_device_option
 @_predictor_option
 @_corpus_option
@@ -80,7 +109,10 @@ def features(
     videos: Path,
     visual: str | None,
     embedder: str | None,
+    retrieval_embedder: str | None,
+    captioner: str | None,
     frames: int,
+    profile: str | None,
     device: str | None,
     predictor_dir: Path | None,
     corpus_dir: Path | None,
@@ -88,110 +120,161 @@ def features(
     as_json: bool,
 ) -> None:
     """Sample frames from every corpus video, encode them and the titles, into the predictor
-    folder. Frame features are cached by content hash, so reruns only encode new videos."""
+    folder. Frame features (and captions) are cached by content hash, so reruns only encode
+    new videos. --profile paper extracts what MMRA's configuration reads."""
     from popcorn.config import load_settings
-    from popcorn.predictor.encoders import VisualEncoder
+    from popcorn.predictor.encoders import visual_encoder
     from popcorn.predictor.features import extract
-    from popcorn.retrieval.embedders import DEFAULT_EMBEDDER, Embedder
 
     settings = load_settings(
         config,
         {
+            "run": {"profile": profile},
             "pe": {"corpus": corpus_dir},
             "predictor": {
                 "path": predictor_dir,
                 "visual": visual,
                 "embedder": embedder,
+                "retrieval_embedder": retrieval_embedder,
+                "captioner": captioner,
                 "device": device,
             },
         },
     )
     p = settings.predictor
-    encoder = VisualEncoder(p.visual, device=p.device)
-    text = Embedder(p.embedder or DEFAULT_EMBEDDER, device=p.device)
+    recipe = settings.profile.predictor
+    title, search, frame_captioner = _feature_encoders(settings)
+    encoder = visual_encoder(p.visual, device=p.device)
     with _progress(_err(), "encoding videos") as advance:
-        _, report = extract(settings.pe.corpus, videos, p.path, encoder, text, frames, advance)
+        _, report = extract(
+            settings.pe.corpus,
+            videos,
+            p.path,
+            encoder,
+            title,
+            frames,
+            advance,
+            retrieval=search,
+            captioner=frame_captioner,
+            recipe=recipe,
+        )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
     rate = report.kept / max(report.seconds, 1e-9)
     _print(
         f"features for {report.kept:,} of {report.videos:,} videos ({report.cached:,} from cache) "
-        f"in {report.seconds:.1f} s ({rate:,.1f} videos/s) -> {p.path / 'features.npz'}"
+        f"in {report.seconds:.1f} s ({rate:,.1f} videos/s), {recipe} configuration -> "
+        f"{p.path / 'features.npz'}"
     )
     for reason, count in sorted(report.skipped.items()):
         examples = "; ".join(report.examples.get(reason, [])[:3])
         _print(f"  skipped {count:,} {reason}: {examples}")
 
 
+def _feature_encoders(settings: Settings) -> tuple[Any, Any, Any]:
+    """(title encoder, retrieval encoder or None, captioner or None): the profile's predictor
+    configuration, with the names the settings give instead of its own."""
+    from popcorn.predictor.captions import Captioner
+    from popcorn.predictor.encoders import text_encoder
+    from popcorn.predictor.features import feature_recipe
+
+    p = settings.predictor
+    recipe = feature_recipe(settings.profile.predictor)
+    title_spec = recipe.title
+    title = text_encoder(
+        {**title_spec.identity_hint(), "name": p.embedder or title_spec.name}, device=p.device
+    )
+    search = None
+    if recipe.retrieval is not None or p.retrieval_embedder:
+        spec = recipe.retrieval or title_spec
+        hint = {**spec.identity_hint(), "name": p.retrieval_embedder or spec.name}
+        search = text_encoder(hint, device=p.device)
+    name = p.captioner or recipe.captioner
+    captioner = None if name in (None, "none") else Captioner(name, device=p.device)
+    return title, search, captioner
+
+
 @predictor.command()
 @click.option(
     "--epochs",
     type=click.IntRange(1, 100_000),
-    default=200,
-    show_default=True,
-    help="At most this many epochs; early stopping usually ends sooner.",
+    help="At most this many epochs; early stopping usually ends sooner.  [default: popcorn "
+    "200, paper 100]",
 )
 @click.option(
     "--patience",
-    type=click.IntRange(1, 1000),
-    default=10,
-    show_default=True,
-    help="Stop after this many epochs without a better validation loss.",
+    type=click.IntRange(0, 1000),
+    help="Stop at the first epoch more than this many epochs after the best one.  [default: "
+    "popcorn 10, paper 20]",
 )
 @click.option(
     "--lr",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=1e-5,
-    show_default=True,
-    help="Adam's learning rate (the study's 1e-5).",
+    help="Adam's learning rate.  [default: 1e-5, the study's]",
 )
-@click.option("--batch-size", type=click.IntRange(1, 65_536), default=64, show_default=True)
-@click.option("--hidden", type=click.IntRange(1, 8192), default=768, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 65_536), help="[default: 64]")
 @click.option(
-    "--alpha",
-    type=float,
-    default=0.6,
-    show_default=True,
-    help="Weight of the negated attention branch.",
+    "--hidden",
+    type=click.IntRange(1, 8192),
+    help="Width features are projected to (popcorn only; paper feeds them unprojected).  "
+    "[default: 768]",
 )
+@click.option("--alpha", type=float, help="Weight of the negated attention branch.  [default: 0.6]")
 @click.option(
     "--retrieved",
     type=click.IntRange(1, 100),
-    default=10,
-    show_default=True,
-    help="Training videos retrieved per video.",
+    help="Bank videos retrieved per video.  [default: 10]",
 )
-@click.option("--seed", type=int, default=42, show_default=True, help="Split and init seed.")
+@click.option(
+    "--seed",
+    type=int,
+    help="Initialisation and shuffling seed, and popcorn's split seed (paper's split has "
+    "MMRA's seeds, 9 and 18).  [default: popcorn 42, paper 2024]",
+)
+@_profile_option
 @_device_option
 @_predictor_option
 @_config_option
 @_json_option
 def train(
-    epochs: int,
-    patience: int,
-    lr: float,
-    batch_size: int,
-    hidden: int,
-    alpha: float,
-    retrieved: int,
-    seed: int,
+    epochs: int | None,
+    patience: int | None,
+    lr: float | None,
+    batch_size: int | None,
+    hidden: int | None,
+    alpha: float | None,
+    retrieved: int | None,
+    seed: int | None,
+    profile: str | None,
     device: str | None,
     predictor_dir: Path | None,
     config: Path | None,
     as_json: bool,
 ) -> None:
-    """Train the retrieval-augmented regressor on the extracted features (seeded 80/10/10
-    split, MSE, Adam, early stopping), and the fast text-only model beside it."""
+    """Train the retrieval-augmented regressor on the extracted features, and the fast
+    text-only model beside it. --profile popcorn (Popcorn's): log2(1 + comments), seeded
+    80/10/10 split, training bank, projected features, shuffled batches, best by validation
+    MSE. --profile paper (MMRA's): log2(comments) without the videos that have none, MMRA's
+    two-stage split, bank = training + validation, unprojected features, batches in order,
+    best by validation MAE + nMSE, patience 20 of up to 100 epochs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from popcorn.errors import UsageError
     from popcorn.predictor.features import FeatureSet
     from popcorn.predictor.train import Epoch, TrainSettings
     from popcorn.predictor.train import train as run_training
 
-    p = _settings(config, path=predictor_dir, device=device).predictor
+    settings = _settings(config, profile, path=predictor_dir, device=device)
+    p, recipe = settings.predictor, settings.profile.predictor
+    if recipe == "mmra" and hidden is not None:
+        raise UsageError(
+            "--hidden does not apply to the paper profile: MMRA feeds features unprojected, as "
+            "wide as the encoders make them"
+        )
     data = FeatureSet.load(p.path)
-    options = TrainSettings(
+    options = TrainSettings.for_recipe(
+        recipe,
         hidden=hidden,
         alpha=alpha,
         retrieved=retrieved,
@@ -211,12 +294,15 @@ def train(
         console=err,
         disable=not err.is_terminal,
     )
-    task = bar.add_task("training", total=epochs, losses="")
+    task = bar.add_task("training", total=options.epochs, losses="")
 
     def on_epoch(e: Epoch) -> None:
         mark = " *" if e.best else ""
         bar.update(
-            task, completed=e.epoch, losses=f"train {e.train_loss:.4f} val {e.val_loss:.4f}{mark}"
+            task,
+            completed=e.epoch,
+            losses=f"train {e.train_loss:.4f} val {e.val_loss:.4f} "
+            f"{options.selection} {e.criterion:.4f}{mark}",
         )
 
     with bar:
@@ -224,11 +310,15 @@ def train(
     if as_json:
         click.echo(json.dumps({k: v for k, v in meta.items() if k not in ("split", "history")}))
         return
-    val = meta["val"]
+    val, sizes = meta["val"], {k: len(v) for k, v in meta["split"].items()}
+    left_out = meta["excluded"]["zero_comments"]
     _print(
-        f"trained on {len(meta['split']['train']):,} videos: best epoch {meta['best_epoch']} of "
-        f"{meta['epochs_run']}, validation nMSE {val['nmse']:.3f}, SRC {val['src']:.3f}, "
-        f"MAE {val['mae']:.3f} ({meta['samples_per_second']:,.0f} samples/s) -> {p.path}"
+        f"trained the {recipe} configuration on {sizes['train']:,} videos (validation "
+        f"{sizes['val']:,}, test {sizes['test']:,}; bank {' + '.join(meta['bank'])}"
+        + (f"; {left_out:,} without comments left out" if left_out else "")
+        + f"): best epoch {meta['best_epoch']} of {meta['epochs_run']}, validation nMSE "
+        f"{val['nmse']:.3f}, SRC {val['src']:.3f}, MAE {val['mae']:.3f} "
+        f"({meta['samples_per_second']:,.0f} samples/s) -> {p.path}"
     )
 
 
@@ -241,7 +331,8 @@ def evaluate(
     predictor_dir: Path | None, device: str | None, config: Path | None, as_json: bool
 ) -> None:
     """nMSE, Spearman (SRC) and MAE on the held-out split, beside the training-mean and
-    text-only baselines computed in the same run. Saved as eval.json in the predictor folder."""
+    text-only baselines computed in the same run, over the whole split and averaged over
+    batches of 256 test videos (MMRA's figures). Saved as eval.json in the predictor folder."""
     from popcorn.predictor.evaluate import evaluate as run_eval
 
     p = _settings(config, path=predictor_dir, device=device).predictor
@@ -252,11 +343,17 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"held-out split: {report['videos']:,} videos")
-    for column in ("model", "nMSE", "SRC", "MAE"):
+    batched = report["batched"]
+    table = Table(
+        title=f"held-out split: {report['videos']:,} videos, target {report['target']} "
+        f"(whole split | mean of {batched['size']}-video batches, as MMRA reports)"
+    )
+    for column in ("model", "nMSE", "SRC", "MAE", "nMSE/b", "SRC/b", "MAE/b"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, m in report["models"].items():
-        table.add_row(name, f"{m['nmse']:.3f}", f"{m['src']:.3f}", f"{m['mae']:.3f}")
+        b = batched["models"][name]
+        figures = [m["nmse"], m["src"], m["mae"], b["nmse"], b["src"], b["mae"]]
+        table.add_row(name, *(f"{x:.3f}" for x in figures))
     Console().print(table)
 
 
@@ -290,7 +387,8 @@ def score(
     """Predict the popularity of a run's clip (TARGET is a run folder; the score is written
     into it), of a video file (TARGET with --title), of titles alone (--text-only, with
     --title and/or a run folder, nothing rendered needed), or of the held-out real videos
-    (--human). Scores are predicted log2(1 + comments).
+    (--human). Scores are the predicted label: log2(1 + comments), or log2(comments) for a
+    predictor trained with the paper profile.
 
     \b
     Examples:
@@ -300,9 +398,13 @@ def score(
       popcorn score --human
     """
     from popcorn.errors import UsageError
+    from popcorn.pipeline import Pipeline
 
-    p = _settings(config, path=predictor_dir, device=device).predictor
-    model = _load(p.path, p.device)
+    settings = _settings(config, path=predictor_dir, device=device)
+    p = settings.predictor
+    pipeline = Pipeline(settings, score="always")
+    model = pipeline.predictor
+    assert model is not None  # "always": a folder without a trained model is an error
     if human:
         _score_human(model, p.path, as_json)
     elif text_only:
@@ -323,9 +425,12 @@ def score(
     elif target is None:
         raise UsageError("give a run folder or video file to score, or --human / --text-only")
     elif target.is_dir():
-        from popcorn.predictor.score import score_run
-
-        _show(score_run(target, model), as_json)
+        found = pipeline.score(target)
+        if found is None:
+            raise UsageError(
+                f"{str(target)!r} has no clip to score yet: run 'popcorn render {target}' first"
+            )
+        _show(found.record, as_json)
     elif target.is_file():
         if len(title) != 1:
             raise UsageError("scoring a video file needs its title: --title '...' (once)")

@@ -24,6 +24,12 @@ import click
 @click.option("--out", type=click.Path(path_type=Path), help="Run store.  [default: popcorn-runs]")
 @click.option("--corpus", type=click.Path(path_type=Path), help="PE corpus folder.")
 @click.option("--predictor", type=click.Path(path_type=Path), help="Predictor folder.")
+@click.option("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.  [default: auto]")
+@click.option(
+    "--profile",
+    type=click.Choice(["paper", "popcorn"]),
+    help="paper: the LLMPopcorn study's conditions; popcorn: ours.  [default: popcorn]",
+)
 @click.option("--config", type=click.Path(path_type=Path), help="Settings file.")
 def serve(
     host: str,
@@ -32,24 +38,37 @@ def serve(
     out: Path | None,
     corpus: Path | None,
     predictor: Path | None,
+    device: str | None,
+    profile: str | None,
     config: Path | None,
 ) -> None:
     """Start the web app: one query runs Basic and PE side by side, with references, cover,
     clip and predicted popularity; past runs can be re-opened and downloaded. Uses the same
-    settings as the CLI (popcorn.toml, POPCORN_* variables)."""
+    settings as the CLI (popcorn.toml, POPCORN_* variables). The app answers only requests
+    addressed to --host (and localhost names when that is a loopback address), and runs the
+    models in a child process: a crash there fails one request, not the app."""
+    from popcorn.app.server import listen
     from popcorn.app.server import serve as run_server
     from popcorn.app.work import AppConfig
     from popcorn.config import load_settings
 
     settings = load_settings(
         config,
-        {"run": {"out": out}, "pe": {"corpus": corpus}, "predictor": {"path": predictor}},
+        {
+            "run": {"out": out, "profile": profile, "device": device},
+            "pe": {"corpus": corpus},
+            "predictor": {"path": predictor},
+        },
     )
     app_config = AppConfig(
         out=settings.run.out.resolve(),
         corpus=settings.pe.corpus.resolve(),
         predictor=settings.predictor.path.resolve(),
         llms=list(dict.fromkeys(llms or (settings.llm.spec,))),
+        host=host,
+        settings=settings,
     )
-    click.echo(f"popcorn: serving on http://{host}:{port} (Ctrl-C stops)", err=True)
-    run_server(app_config, host=host, port=port)
+    sock = listen(host, port)  # a taken port is a one-line error before anything is announced
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"popcorn: serving on http://{shown}:{port} (Ctrl-C stops)", err=True)
+    run_server(app_config, sock)

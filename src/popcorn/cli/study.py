@@ -18,6 +18,10 @@ def study() -> None:
     categories), clip and cover generator and seed is a job in a ledger beside the study file
     (STUDY.study/); a study stopped at any moment resumes with 'study run' again.
 
+    Studies run the paper profile (the LLMPopcorn study's conditions) unless the study file
+    says profile = "popcorn". A study that scores with a predictor refuses PE references that
+    the predictor's retrieval bank holds.
+
     \b
     Typical use:
       popcorn study run study.toml            # or --executor ray [--address HOST:PORT]
@@ -32,10 +36,10 @@ def study() -> None:
 @_file_argument
 @click.option(
     "--executor",
-    type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
-    help="local: this machine; ray: a Ray cluster (GPU stages ask for a GPU where it has one).",
+    help="local: this machine; ray: a Ray cluster (a model actor per GPU, [study] "
+    "gpus_per_actor to share one); or an executor a plugin registers.",
 )
 @click.option("--address", help="Ray cluster address (default: start a local one).")
 @click.option("--retry-failed", is_flag=True, help="Run failed jobs again from their failed stage.")
@@ -43,10 +47,15 @@ def study() -> None:
 def run(
     study_file: Path, executor: str, address: str | None, retry_failed: bool, as_json: bool
 ) -> None:
-    """Run every job not yet done (scripts, then clips and covers, then scores)."""
+    """Run every job not yet done (scripts, then clips and covers, then scores).
+
+    One run per study at a time: a second one is refused with the running one's pid. Refused
+    before any job runs when a PE mode's reference pool overlaps the predictor's bank. Exits 1
+    when every job of the study failed."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from popcorn.errors import PopcornError
     from popcorn.study.run import run_study
     from popcorn.study.spec import load_study
 
@@ -71,16 +80,26 @@ def run(
         summary = run_study(spec, executor, address, retry_failed, progress)
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
-        return
-    failed = sum(summary.failed.values())
-    ran = ", ".join(f"{n} {s}" for s, n in summary.ran.items()) or "nothing"
-    err.print(
-        f"{summary.jobs} jobs ({summary.new} new, {summary.recovered} resumed after a stop): "
-        f"ran {ran}; {failed} failed -> {spec.folder}",
-        highlight=False,
-    )
-    if failed:
-        err.print("  see 'popcorn study status' and the report's failure table", highlight=False)
+    else:
+        failed = sum(summary.failed.values())
+        ran = ", ".join(f"{n} {s}" for s, n in summary.ran.items()) or "nothing"
+        err.print(
+            f"{summary.jobs} jobs ({summary.new} new, {summary.recovered} resumed after a stop; "
+            f"profile {summary.profile}): ran {ran}; {failed} failed -> {spec.folder}",
+            highlight=False,
+            markup=False,
+        )
+        if failed and not summary.all_failed:
+            err.print(
+                "  see 'popcorn study status' and the report's failure table", highlight=False
+            )
+    if summary.all_failed:
+        # Nothing came out of the study: a script or a CI job must not take that for success.
+        first = f" (first error: {summary.first_error})" if summary.first_error else ""
+        raise PopcornError(
+            f"all {summary.jobs} jobs failed{first}: see 'popcorn study status {study_file}', "
+            f"fix the cause, then run 'popcorn study run {study_file} --retry-failed'"
+        )
 
 
 @study.command()
@@ -99,7 +118,7 @@ def status(study_file: Path, as_json: bool) -> None:
         click.echo(json.dumps(found))
         return
     states = sorted({s for c in found["configs"].values() for s in c})
-    table = Table(title=f"{found['jobs']} jobs")
+    table = Table(title=f"{found['jobs']} jobs (profile {found['profile']})")
     table.add_column("configuration (LLM | mode | clip | cover)")
     for state in states:
         table.add_column(state, justify="right")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Message = dict[str, str]
 """A chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
@@ -69,3 +69,25 @@ class LLM(Protocol):
         for the rest.
         """
         ...
+
+
+@dataclass(frozen=True)
+class LLMOptions:
+    """Backend settings that are not part of a spec string. Each backend reads what it needs."""
+
+    base_url: str | None = None
+    timeout: float = 120.0
+    n_ctx: int = 4096
+    n_gpu_layers: int = 0
+    device_map: str = "auto"
+    dtype: str = "auto"
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    four_bit: Literal["fp4", "nf4"] = "nf4"
+    """bitsandbytes' 4-bit type for ``load_in_4bit`` (the profile's ``four_bit``)."""
+    sampling: bool = True
+    """API backends send sampling parameters and JSON mode; False: only the model and the
+    messages, as the study sent them (the profile's ``api_sampling``)."""
+    batch_size: int = 0
+    """Local backends (``hf:``): conversations generated together in one batch; 0 chooses
+    from the free GPU memory (a small fixed number on the CPU)."""

@@ -8,11 +8,16 @@ import json
 import threading
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from popcorn.errors import MissingDependencyError, ProviderError, UsageError
-from popcorn.llm.base import Completion, Decoding, Message
-from popcorn.llm.registry import LLMOptions
+from popcorn.llm.base import Completion, Decoding, LLMOptions, Message
+
+SMALL_FILE_BYTES = 2 * 2**30
+"""A GGUF file under this is a small model: about 3B parameters at 4-5 bits or 1B at 16
+(the embedded SmolLM2-135M is 94 MiB)."""
+SMALL_CONTEXT = 2048
+"""A context this short cannot hold the full PE prompt and an answer, whatever the model."""
 
 _models: dict[tuple[str, int, int], Any] = {}
 _models_lock = threading.Lock()
@@ -76,13 +81,16 @@ def load_llama(path: Path, n_ctx: int, n_gpu_layers: int) -> Any:
         if key not in _models:
             from llama_cpp import Llama
 
+            from popcorn.progress import logged_load
+
             try:
-                _models[key] = Llama(
-                    model_path=str(path),
-                    n_ctx=n_ctx,
-                    n_gpu_layers=n_gpu_layers,
-                    verbose=False,
-                )
+                with logged_load(f"{path.name} with llama.cpp"):
+                    _models[key] = Llama(
+                        model_path=str(path),
+                        n_ctx=n_ctx,
+                        n_gpu_layers=n_gpu_layers,
+                        verbose=False,
+                    )
             except (ValueError, RuntimeError) as err:
                 raise ProviderError(f"llama.cpp could not load {path.name}: {err}") from None
         return _models[key]
@@ -104,6 +112,13 @@ class LlamaCppLLM:
 
     def identity(self) -> dict[str, Any]:
         return {"provider": "llama.cpp", "model": self.path.name, "fingerprint": self._fingerprint}
+
+    @property
+    def size(self) -> Literal["small", "large"]:
+        """``small`` (PE shows it a compact prompt) for a GGUF file under 2 GiB or a context of
+        2,048 tokens or fewer; known without loading the model."""
+        small = self.path.stat().st_size < SMALL_FILE_BYTES or self.n_ctx <= SMALL_CONTEXT
+        return "small" if small else "large"
 
     @property
     def model(self) -> Any:
@@ -154,7 +169,10 @@ class LlamaCppLLM:
         return kwargs
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
-        text = json.dumps(schema, sort_keys=True)
+        # In the schema's own key order: the grammar makes the model write the properties in
+        # the order it is given, and the order is meant (the title before the prompts, PE's
+        # reasoning before the script). Sorted, the cover prompt came first.
+        text = json.dumps(schema)
         if text not in self._grammars:
             from llama_cpp.llama_grammar import LlamaGrammar
 

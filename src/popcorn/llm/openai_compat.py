@@ -1,23 +1,36 @@
 """OpenAI-compatible chat completions over HTTP: OpenAI, DeepSeek, Ollama, vLLM, llama.cpp, ...
 
 The API key is read from the environment when the backend is built and lives only in the
-request header: it is never part of :meth:`identity`, an error message or a log line.
+request header: it is never part of :meth:`identity`, an error message or a log line. It is
+registered with :func:`popcorn.safety.register_secret`, as are the password of a base URL
+(``http://user:password@host/v1``) and its HTTP Basic form, and every error message is built
+through :func:`popcorn.safety.redact`, so an endpoint that echoes the credentials it was sent
+(a 401 body quoting the Authorization header) cannot carry them into a manifest, a ledger, a
+report or the terminal.
+
+Credentials: one Authorization header can carry one of them. An API key wins: it is sent as
+the bearer token, and user:password in the base URL is used (as HTTP Basic) only when there is
+no key; when both are given, a warning says so once.
 """
 
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
 from popcorn.errors import ProviderError, TransientProviderError, UsageError
-from popcorn.llm.base import Completion, Decoding, Message
-from popcorn.llm.registry import LLMOptions
+from popcorn.llm.base import Completion, Decoding, LLMOptions, Message
+from popcorn.safety import redact, register_secret, register_url_credentials
+
+log = logging.getLogger(__name__)
 
 OPENAI_URL = "https://api.openai.com/v1"
 DEEPSEEK_URL = "https://api.deepseek.com/v1"
@@ -30,6 +43,11 @@ _FALLBACK: dict[JsonMode, JsonMode] = {
     "none": "none",
 }
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+_MESSAGE_CHARS = 300
+
+# Base URLs already warned about (a study builds one backend per cell: one warning is enough).
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -46,12 +64,18 @@ class EndpointTraits:
 def redact_url(url: str) -> str:
     """The URL without user:password, for manifests and messages."""
     parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        parts = parts._replace(netloc=host)
+    if "@" in parts.netloc:
+        # Everything after the last "@" is host[:port] exactly as written (IPv6 brackets too).
+        parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
     return urlunsplit(parts)
+
+
+def url_credentials(url: str) -> tuple[str, str] | None:
+    """(user, password), percent-decoded, when ``url`` carries ``user:password@``."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return None
+    return unquote(parts.username or ""), unquote(parts.password or "")
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -71,7 +95,11 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class OpenAICompatible:
-    """One model on one OpenAI-compatible endpoint. Thread-safe: one pooled HTTP client."""
+    """One model on one OpenAI-compatible endpoint. Thread-safe: one pooled HTTP client.
+
+    ``api_key`` is sent as ``Authorization: Bearer``. user:password in ``base_url`` is sent as
+    HTTP Basic only when there is no key (an API key wins; a warning says so when both are set).
+    """
 
     concurrent = True
 
@@ -85,16 +113,29 @@ class OpenAICompatible:
         key_env: str | None,
         traits: EndpointTraits,
         timeout: float,
+        sampling: bool = True,
     ) -> None:
+        register_secret(api_key)
+        register_url_credentials(base_url)
         self.spec = spec
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        # Requests go to the URL without user:password: httpx would otherwise turn them into a
+        # Basic Authorization header that silently replaces the bearer key.
+        self.base_url = redact_url(base_url).rstrip("/")
         self._key_env = key_env
         self._traits = traits
         self._json_mode: JsonMode = traits.json_mode
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # OpenAI's reasoning models take max_completion_tokens and refuse max_tokens; others
+        # (and most compatible servers) take max_tokens. A 400 naming it switches for good.
+        self._token_param = "max_completion_tokens" if _reasoning_model(model) else "max_tokens"
+        self.sampling = sampling
+        credentials = url_credentials(base_url)
+        self._sends = "key" if api_key else "url" if credentials else "nothing"
+        if api_key and credentials:
+            _warn_once(self.base_url, key_env)
         self._client = httpx.Client(
-            headers=headers,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            auth=httpx.BasicAuth(*credentials) if credentials and not api_key else None,
             timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
@@ -103,7 +144,8 @@ class OpenAICompatible:
 
     @classmethod
     def for_openai(cls, model: str, base_url: str | None, options: LLMOptions) -> OpenAICompatible:
-        official = base_url is None or urlsplit(base_url).hostname == "api.openai.com"
+        base_url = _checked_url(base_url or OPENAI_URL)
+        official = urlsplit(base_url).hostname == "api.openai.com"
         key = os.environ.get("OPENAI_API_KEY") or None
         if official and not key:
             raise UsageError(
@@ -118,11 +160,12 @@ class OpenAICompatible:
         return cls(
             spec=f"openai:{model}",
             model=model,
-            base_url=_checked_url(base_url or OPENAI_URL),
+            base_url=base_url,
             api_key=key,
             key_env="OPENAI_API_KEY",
             traits=traits,
             timeout=options.timeout,
+            sampling=options.sampling,
         )
 
     @classmethod
@@ -142,6 +185,7 @@ class OpenAICompatible:
             key_env="DEEPSEEK_API_KEY",
             traits=EndpointTraits(mode, repetition_penalty=False, strict_schema=False),
             timeout=options.timeout,
+            sampling=options.sampling,
         )
 
     @classmethod
@@ -159,6 +203,7 @@ class OpenAICompatible:
             key_env=None,
             traits=EndpointTraits("json_schema", repetition_penalty=True, strict_schema=False),
             timeout=options.timeout,
+            sampling=options.sampling,
         )
 
     # --- LLM interface --------------------------------------------------------------------
@@ -176,13 +221,18 @@ class OpenAICompatible:
         decoding: Decoding,
         json_schema: dict[str, Any] | None = None,
     ) -> Completion:
+        if not self.sampling:
+            # As the study called its API models: provider defaults for everything else.
+            plain = self._post({"model": self.model, "messages": messages})
+            assert plain is not None  # None only answers a request that had response_format
+            return _completion(plain, {"request": "model and messages only (no sampling, no JSON)"})
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "temperature": decoding.temperature,
             "top_p": decoding.top_p,
             "seed": decoding.seed,
-            "max_tokens": decoding.max_tokens,
+            self._token_param: decoding.max_tokens,
         }
         notes: dict[str, str] = {}
         if self._traits.repetition_penalty:
@@ -196,7 +246,14 @@ class OpenAICompatible:
         elif json_schema is not None:
             notes["json_schema"] = "not enforced by this endpoint; parsed from free text"
 
-        data = self._post(body)
+        try:
+            data = self._post(body)
+        except _TokenParameter:
+            # The endpoint named the token limit's other name: use it from now on.
+            self._token_param = "max_completion_tokens"
+            body["max_completion_tokens"] = body.pop("max_tokens")
+            notes["max_tokens"] = "sent as max_completion_tokens (the endpoint asked for it)"
+            data = self._post(body)
         while data is None:
             # The endpoint refused this response_format: step down (json_schema -> json_object
             # with the schema, as llama.cpp takes it -> none), remember, and ask again.
@@ -232,10 +289,9 @@ class OpenAICompatible:
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """POST the request; None means 'rejected because of response_format'."""
-        url = f"{self.base_url}/chat/completions"
-        where = redact_url(self.base_url)
+        where = self.base_url
         try:
-            response = self._client.post(url, json=body)
+            response = self._client.post(f"{self.base_url}/chat/completions", json=body)
         except httpx.TimeoutException as err:
             raise TransientProviderError(f"{where} timed out ({type(err).__name__})") from None
         except httpx.TransportError as err:
@@ -248,33 +304,71 @@ class OpenAICompatible:
                 raise TransientProviderError(f"{where} sent a reply that is not JSON") from None
             if not isinstance(data, dict) or not data.get("choices"):
                 raise ProviderError(
-                    f"{where} sent a reply with no choices: {_server_message(response)}"
+                    redact(f"{where} sent a reply with no choices: {_server_message(response)}")
                 )
             return data
         message = _server_message(response)
+        if status == 400 and "max_tokens" in body and "max_completion_tokens" in message:
+            raise _TokenParameter()
         if "response_format" in body and status in (400, 422, 500) and _about_format(message):
             # llama-cpp-python's server answers an unsupported format with a 500.
             return None
+        raise self._http_error(status, message, response.headers.get("retry-after"))
+
+    def _http_error(self, status: int, message: str, retry_after: str | None) -> ProviderError:
+        """The error for a failed HTTP answer; its text passes through :func:`redact`."""
+        where = self.base_url
         if status in _TRANSIENT_STATUS:
-            raise TransientProviderError(
-                f"{where} answered HTTP {status}: {message}",
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            return TransientProviderError(
+                redact(f"{where} answered HTTP {status}: {message}"),
+                retry_after=parse_retry_after(retry_after),
             )
         if status in (401, 403):
-            source = f"the key in {self._key_env}" if self._key_env else "the request"
-            raise ProviderError(f"{where} rejected {source} (HTTP {status}): {message}")
-        if status == 404:
-            raise ProviderError(
-                f"{where} answered HTTP 404 for model {self.model!r}: check the model name and "
-                f"--base-url ({message})"
+            return ProviderError(
+                redact(f"{where} rejected {self._credentials_used()} (HTTP {status}): {message}")
             )
-        raise ProviderError(f"{where} answered HTTP {status}: {message}")
+        if status == 404:
+            return ProviderError(
+                redact(
+                    f"{where} answered HTTP 404 for model {self.model!r}: check the model name "
+                    f"and --base-url ({message})"
+                )
+            )
+        return ProviderError(redact(f"{where} answered HTTP {status}: {message}"))
+
+    def _credentials_used(self) -> str:
+        if self._sends == "key":
+            return f"the key in {self._key_env}" if self._key_env else "the API key"
+        if self._sends == "url":
+            return "the user:password of the base URL"
+        return f"the request (no key: set {self._key_env}?)" if self._key_env else "the request"
+
+
+def _warn_once(base_url: str, key_env: str | None) -> None:
+    with _warned_lock:
+        if base_url in _warned:
+            return
+        _warned.add(base_url)
+    log.warning(
+        "%s: both an API key (%s) and user:password in the URL are given; the key is sent as "
+        "the bearer token and the URL's user:password is not used",
+        base_url,
+        key_env or "api_key",
+    )
 
 
 def _checked_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"base URL {redact_url(url)!r} is not an http(s) URL")
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018  (a bad port raises here, not in the middle of a request)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        valid = False
+    if not valid:
+        # redact, not redact_url: the URL may be one urlsplit cannot take apart.
+        raise UsageError(
+            f"base URL {redact(url)!r} is not an http(s) URL such as http://localhost:8000/v1"
+        )
     return url
 
 
@@ -291,8 +385,20 @@ def _server_message(response: httpx.Response) -> str:
             text = str(err)
         else:
             text = str(data.get("detail") or data) if isinstance(data, dict) else str(data)
-    text = " ".join(text.split())
-    return text[:300] or "(no message)"
+    # Redacted before it is cut short: a secret cut in half would no longer be recognised.
+    text = " ".join(redact(text).split())
+    return text[:_MESSAGE_CHARS] or "(no message)"
+
+
+class _TokenParameter(Exception):
+    """The endpoint refused ``max_tokens`` and named ``max_completion_tokens`` instead."""
+
+
+def _reasoning_model(model: str) -> bool:
+    """OpenAI's reasoning models (o1, o3, o4-mini, gpt-5, ...), which take
+    ``max_completion_tokens`` only."""
+    name = model.lower().rsplit("/", 1)[-1]
+    return name.startswith(("o1", "o3", "o4", "gpt-5"))
 
 
 def _about_format(message: str) -> bool:

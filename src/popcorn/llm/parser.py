@@ -12,14 +12,13 @@ The module only needs the standard library so the parser can be fuzzed cheaply.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from popcorn.errors import ScriptParseError
-from popcorn.script import Script
+from popcorn.script import Script, similar
 
 FIELDS = ("title", "cover_prompt", "video_prompt")
 
@@ -455,21 +454,6 @@ def _validated(fields: Mapping[str, Any], example: Mapping[str, str] | None) -> 
     return Script(values["title"], values["cover_prompt"], values["video_prompt"])
 
 
-def _squash(text: str) -> str:
-    return " ".join(text.lower().split()).strip(" .!")
-
-
-def similar(a: str, b: str) -> bool:
-    """Near-identical: the same text give or take punctuation or a word or two."""
-    a, b = _squash(a), _squash(b)
-    if not a or not b:
-        return False
-    if a == b:
-        return True
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    return matcher.quick_ratio() >= 0.9 and matcher.ratio() >= 0.9
-
-
 def _is_echo(values: Mapping[str, str], example: Mapping[str, str]) -> bool:
     same = {f for f in FIELDS if similar(values[f], example.get(f, ""))}
     # Copying either long prompt is copying the example, whatever the title says.
@@ -479,10 +463,14 @@ def _is_echo(values: Mapping[str, str], example: Mapping[str, str]) -> bool:
 # --- markdown sections ----------------------------------------------------------------------
 
 _LABEL = re.compile(
-    r"^[ \t>]*(?:#{1,6}[ \t]*|[-*+][ \t]+|\d+[.)][ \t]*)?(?:\*\*|__)?[ \t]*"
+    # Line start, then any of: a quote, a heading, a bullet, a number ("1.", "2)", "Step 3:").
+    r"^[ \t>]*(?:#{1,6}[ \t]*)?(?:[-*+][ \t]+)?(?:(?:step[ \t]*)?\d+[.):][ \t]*)?"
+    r"(?:\*\*|__)?[ \t]*"
     r"(title|video[ _-]?title|cover(?:[ _-]?image)?(?:[ _-]?prompt)?|"
     r"video(?:[ _-]?clip)?[ _-]?prompt|clip[ _-]?prompt)"
-    r"[ \t]*(?:\*\*|__)?[ \t]*(:|：|\n|$)[ \t]*(?:\*\*|__)?",
+    # A qualifier inside or after the bold: "**Title (max 50 characters):**".
+    r"(?:[ \t]*\([^()\n]{0,80}\))?[ \t]*(?:\*\*|__)?(?:[ \t]*\([^()\n]{0,80}\))?"
+    r"[ \t]*(:|：|[ \t][—–-][ \t]|[—–]|\n|$)[ \t]*(?:\*\*|__)?",
     re.IGNORECASE | re.MULTILINE,
 )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -13,7 +13,8 @@ PORTRAIT_RATIO = 9 / 16
 
 @dataclass(frozen=True)
 class VideoSpec:
-    """Settings for one clip. Presets fill them from the study; every one can be overridden."""
+    """Settings for one clip. A preset fills them (the study's or Popcorn's, by profile); every
+    one can be overridden."""
 
     width: int
     height: int
@@ -49,6 +50,9 @@ class Clip:
     fps: int
     preview: bool
     """True for an animatic made without a diffusion model."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """What decided the clip besides its spec (the presets, the pipeline's extra arguments,
+    the denoiser's weights); empty for generators without presets."""
 
     @property
     def seconds(self) -> float:
@@ -59,11 +63,18 @@ class Clip:
         data["file"] = self.file.name
         data["seconds"] = round(self.seconds, 3)
         data["codec"] = "h264"
+        if not self.settings:
+            del data["settings"]
         return data
 
 
 class VideoBackend(Protocol):
-    """Turns a script into a clip file. Implementations load their models once and keep them."""
+    """Turns a script into a clip file. Implementations load their models once and keep them.
+
+    The built-in backends also have ``prepare(script, spec, target, encoding)``, which runs the
+    model and returns the function that writes the file: the render stage runs that function
+    in a background thread (:class:`~popcorn.media.export.MediaWriter`). A backend without it
+    writes its file in ``render``, in the calling thread."""
 
     name: str
     preview: bool

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from popcorn.media.base import Clip, VideoSpec
-from popcorn.media.export import write_mp4
+from popcorn.media.export import Encoding, write_mp4
 from popcorn.script import Script
 
 if TYPE_CHECKING:
@@ -120,8 +121,16 @@ class PreviewBackend:
             frame[h - max(2, h // 90) :, : int(w * (i + 1) / spec.frames)] = 255  # progress bar
             yield frame
 
-    def render(self, script: Script, spec: VideoSpec, target: Path) -> Clip:
-        count = write_mp4(self.frames(script, spec), target, spec.fps)
+    def prepare(
+        self, script: Script, spec: VideoSpec, target: Path, encoding: Encoding | None = None
+    ) -> Callable[[], Clip]:
+        """What writes the animatic: all CPU work, drawn as it is encoded."""
+        return partial(self.render, script, spec, target, encoding)
+
+    def render(
+        self, script: Script, spec: VideoSpec, target: Path, encoding: Encoding | None = None
+    ) -> Clip:
+        count = write_mp4(self.frames(script, spec), target, spec.fps, encoding)
         return Clip(target, self.name, spec.width, spec.height, count, spec.fps, preview=True)
 
 

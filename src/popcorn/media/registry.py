@@ -1,71 +1,139 @@
-"""Generator names -> backends, built lazily and kept for the process (models load once)."""
+"""Clip and cover generators by name: the built-ins and plugins, built lazily and kept for the
+process (models load once).
+
+A clip generator's factory takes keyword arguments ``model`` (a folder or hub id replacing its
+default, or None), ``memory`` (:class:`~popcorn.media.diffusion.MemoryOptions`) and, for
+AnimateDiff, ``adapter``, and returns a :class:`~popcorn.media.base.VideoBackend`. A cover
+generator's factory takes ``model``, ``memory``, ``side``, ``steps`` and ``guidance`` and returns
+an object with ``name``, ``preview``, ``settings()`` and ``render(script, width, height, target,
+seed)``. Plugins register theirs under the ``popcorn.video`` and ``popcorn.cover`` entry-point
+groups (see :mod:`popcorn.registry` and docs/design/pipeline.md). The built-in diffusion
+presets also take ``presets`` (``study`` or ``popcorn``, from the profile); plugins, which have
+no study settings, are not given it.
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from popcorn.errors import UsageError
+from popcorn.registry import Registry
 
+VIDEO = Registry("video generator", "popcorn.video", also=("none",))
+COVER = Registry("cover generator", "popcorn.cover")
 _loaded: dict[tuple[Any, ...], Any] = {}
 
 
-def video_names() -> list[str]:
+def _preview_video(**_: Any) -> Any:
+    from popcorn.media.preview import PreviewBackend
+
+    return PreviewBackend()
+
+
+def _preview_cover(**_: Any) -> Any:
+    from popcorn.media.cover import PreviewCover
+
+    return PreviewCover()
+
+
+def _diffusion_video(name: str, **options: Any) -> Any:
+    from popcorn.media.diffusion import PRESETS, DiffusersVideo
+
+    return DiffusersVideo(PRESETS[name], **options)
+
+
+def _diffusion_cover(name: str, **options: Any) -> Any:
+    from popcorn.media.cover import COVER_PRESETS, DiffusersCover
+
+    return DiffusersCover(COVER_PRESETS[name], **options)
+
+
+def _register_builtins() -> None:
+    # The preset tables are plain data (no torch or diffusers import).
+    from popcorn.media.cover import COVER_PRESETS
     from popcorn.media.diffusion import PRESETS
 
-    return ["preview", *PRESETS]
+    VIDEO.add(
+        "preview", _preview_video, "animatic of text cards, no model (labelled PREVIEW)", model="-"
+    )
+    for p in PRESETS.values():
+        VIDEO.add(p.name, partial(_diffusion_video, p.name), p.summary, model=p.model)
+    COVER.add("preview", _preview_cover, "title card, no model (labelled PREVIEW)", model="-")
+    for c in COVER_PRESETS.values():
+        COVER.add(c.name, partial(_diffusion_cover, c.name), c.summary, model=c.model)
+
+
+_register_builtins()
+
+
+def video_names() -> list[str]:
+    return VIDEO.names()
 
 
 def cover_names() -> list[str]:
+    return COVER.names()
+
+
+def preset_notes(kind: str, name: str) -> list[str]:
+    """What ``popcorn generators`` says under a built-in diffusion preset: the study's settings
+    (the ``paper`` profile's) and each of Popcorn's differences with why, or that the study did
+    not use the model; [] for the preview and plugins."""
     from popcorn.media.cover import COVER_PRESETS
+    from popcorn.media.diffusion import PRESETS, Presets
 
-    return ["preview", *COVER_PRESETS]
+    registry = VIDEO if kind == "video" else COVER
+    if registry.entry(name).plugin is not None:
+        return []
+    described: dict[str, str]
+    if kind == "video" and name in PRESETS:
+        clip = PRESETS[name]
+        presets: Presets = "popcorn" if clip.study is None else "study"
+        described = clip.settings(presets).described(clip.denoiser, presets)
+        found, in_study = clip.differences(), clip.study is not None
+    elif kind == "cover" and name in COVER_PRESETS:
+        cover = COVER_PRESETS[name]
+        presets = "popcorn" if cover.study is None else "study"
+        described = cover.settings(presets).described(cover.native)
+        found, in_study = cover.differences(), cover.study is not None
+    else:
+        return []
+    settings = ", ".join(described.values())
+    if not in_study:
+        return [f"not in the study; both profiles: {settings}"]
+    lines = [f"the study (profile paper): {settings}"]
+    if not found:
+        return [*lines, "popcorn: the same"]
+    return [*lines, *(f"popcorn differs: {d.line()}" for d in found)]
 
 
-def describe() -> list[tuple[str, str, str, str]]:
-    """(kind, name, default model, summary) for every generator."""
-    from popcorn.media.cover import COVER_PRESETS
-    from popcorn.media.diffusion import PRESETS
-
-    rows = [("video", "preview", "-", "animatic of text cards, no model (labelled PREVIEW)")]
-    rows += [("video", p.name, p.model, p.summary) for p in PRESETS.values()]
-    rows.append(("cover", "preview", "-", "title card, no model (labelled PREVIEW)"))
-    rows += [("cover", p.name, p.model, p.summary) for p in COVER_PRESETS.values()]
+def listing() -> list[tuple[str, str, str, str]]:
+    """(kind, name, default model, summary) for every generator, plugins included."""
+    rows = []
+    for kind, registry in (("video", VIDEO), ("cover", COVER)):
+        for entry in registry:
+            factory = entry.load()
+            model = entry.details.get("model") or getattr(factory, "model", None) or "-"
+            summary = entry.summary + (f" (plugin: {entry.plugin})" if entry.plugin else "")
+            rows.append((kind, entry.name, str(model), summary))
     return rows
 
 
 def video_backend(name: str, **options: Any) -> Any:
-    """The clip generator ``name``; diffusion ones take ``model``, ``memory`` and ``adapter``."""
-    _known("video", name, video_names())
-    key = ("video", name, *sorted(options.items()))
-    if key not in _loaded:
-        if name == "preview":
-            from popcorn.media.preview import PreviewBackend
-
-            _loaded[key] = PreviewBackend()
-        else:
-            from popcorn.media.diffusion import PRESETS, DiffusersVideo
-
-            _loaded[key] = DiffusersVideo(PRESETS[name], **options)
-    return _loaded[key]
+    """The clip generator ``name``, built once per set of options."""
+    return _built(VIDEO, name, options)
 
 
 def cover_backend(name: str, **options: Any) -> Any:
-    """The cover generator ``name``; diffusion ones take ``model``, ``memory``, ``side``,
-    ``steps`` and ``guidance``."""
-    _known("cover", name, cover_names())
-    key = ("cover", name, *sorted(options.items()))
+    """The cover generator ``name``, built once per set of options."""
+    return _built(COVER, name, options)
+
+
+def _built(registry: Registry, name: str, options: dict[str, Any]) -> Any:
+    entry = registry.entry(name)  # a UsageError listing the names if unknown
+    if entry.plugin is not None:
+        options = {k: v for k, v in options.items() if k != "presets"}
+    factory = entry.load()
+    key = (registry.group, name, *sorted(options.items()))
     if key not in _loaded:
-        if name == "preview":
-            from popcorn.media.cover import PreviewCover
-
-            _loaded[key] = PreviewCover()
-        else:
-            from popcorn.media.cover import COVER_PRESETS, DiffusersCover
-
-            _loaded[key] = DiffusersCover(COVER_PRESETS[name], **options)
+        _loaded[key] = factory(**options)
     return _loaded[key]
-
-
-def _known(kind: str, name: str, names: list[str]) -> None:
-    if name not in names:
-        raise UsageError(f"unknown {kind} generator {name!r}; available: {', '.join(names)}, none")

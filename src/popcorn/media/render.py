@@ -1,19 +1,29 @@
-"""The media stage: a run folder's script -> ``cover.png`` and ``clip.mp4`` beside it."""
+"""The media stage: a run folder's script -> ``cover.png`` and ``clip.mp4`` beside it.
+
+The models work in the calling thread; files are encoded and written in a
+:class:`~popcorn.media.export.MediaWriter` thread, so a batch makes clip k+1 while clip k is
+encoded, and one run's clip is encoded while its cover is made. Every call still returns only
+once its files and its manifest are written.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from popcorn.errors import PopcornError, RunStoreError, UsageError
 from popcorn.media.base import VideoSpec
-from popcorn.media.diffusion import MemoryOptions
+from popcorn.media.diffusion import MemoryOptions, Presets
+from popcorn.media.export import Encoding, MediaWriter
 from popcorn.media.registry import cover_backend, video_backend
-from popcorn.runs.keys import job_key
-from popcorn.runs.store import Run
+from popcorn.runs.keys import job_key, script_sha256
+from popcorn.runs.store import Run, lock_folder
+from popcorn.script import Script
 
 
 @dataclass(frozen=True)
@@ -41,11 +51,19 @@ class MediaOptions:
     """The cover's pixel count as a square side (default: the cover model's native size)."""
     cover_steps: int | None = None
     cover_guidance: float | None = None
+    presets: Presets = "popcorn"
+    """The built-in presets' settings: the study's (the paper profile) or Popcorn's."""
+    encoding: Encoding = field(default_factory=Encoding)
+    """x264's preset and threads for the clip."""
 
     def backend(self) -> Any:
         if self.video in (None, "preview"):
             return video_backend("preview")
-        options: dict[str, Any] = {"model": self.video_model, "memory": self.memory}
+        options: dict[str, Any] = {
+            "model": self.video_model,
+            "memory": self.memory,
+            "presets": self.presets,
+        }
         if self.motion_adapter:
             options["adapter"] = self.motion_adapter
         return video_backend(self.video, **options)
@@ -60,6 +78,7 @@ class MediaOptions:
             side=self.cover_size,
             steps=self.cover_steps,
             guidance=self.cover_guidance,
+            presets=self.presets,
         )
 
     def check(self) -> None:
@@ -109,70 +128,245 @@ def render(
 
     The clip and the cover are cached apart: one already rendered from the same script with
     the same generator and settings is kept (``"cached": True`` in its record) unless
-    ``force``. ``parts`` limits the work to the clip or the cover (batches that unload models
-    between stages render all clips, then all covers).
+    ``force``. Each record names the script it shows (``script_sha256``); a record made from
+    another script than the run's current one is rendered again. ``parts`` limits the work to
+    the clip or the cover (batches that unload models between stages render all clips, then all
+    covers). Media already done are returned without writing anything; otherwise the run folder
+    is locked while rendering, so another process never mixes its files into this one's.
     """
-    run = run_dir if isinstance(run_dir, Run) else Run.load(Path(run_dir))
-    script = run.script()
-    if script is None:
-        raise RunStoreError(
-            f"{str(run.path)!r} has no script yet (status {run.status}): run popcorn generate first"
-        )
+    with MediaWriter() as writer:
+        return submit_render(run_dir, options, writer, force=force, parts=parts).result()
+
+
+def submit_render(
+    run_dir: Path | str | Run,
+    options: MediaOptions,
+    writer: MediaWriter,
+    *,
+    force: bool = False,
+    parts: tuple[str, ...] = ("video", "cover"),
+) -> Future[dict[str, Any]]:
+    """:func:`render`, returning once the models are done: the files and the manifest are
+    written by ``writer``, and the returned future gives the media stage (or the error, e.g. of
+    the encoder) once they are. The run folder stays locked until then."""
+    path = run_dir.path if isinstance(run_dir, Run) else Path(run_dir)
     backend = options.backend()
+    covers = options.cover_backend() if "cover" in parts and options.cover is not None else None
     spec, warnings = options.spec(backend)  # the cover takes the clip's aspect ratio
-    stage: dict[str, Any] = dict(run.manifest.stages.get("media", {}))
-    stage["warnings"] = warnings
-    cached: list[str] = []
-    memory = {"dtype": options.memory.dtype, "quantize": options.memory.quantize}
-    started = time.perf_counter()
-    if "video" in parts and options.video is not None:
-        key = job_key(
-            {
-                "script": script.to_dict(),
-                "video": options.video,
-                "model": getattr(backend, "model", None),
-                "adapter": getattr(backend, "adapter", None),
-                "spec": spec.to_dict(),
-                **memory,
-            }
-        )
-        if force or not _done(run, stage.get("video"), key):
-            clip = backend.render(script, spec, run.path / "clip.mp4")
-            stage["video"] = {**clip.to_dict(), "spec": spec.to_dict(), "key": key}
-            run.manifest.files["clip"] = clip.file.name
-        else:
-            cached.append("video")
-    if "cover" in parts and options.cover is not None:
-        covers = options.cover_backend()
-        key = job_key(
-            {
-                "script": script.to_dict(),
-                "cover": options.cover,
-                "size": [spec.width, spec.height],
-                "seed": spec.seed,
-                **covers.settings(),
-                **memory,
-            }
-        )
-        if force or not _done(run, stage.get("cover"), key):
-            cover = covers.render(
-                script, spec.width, spec.height, run.path / "cover.png", seed=spec.seed
+    plan = _Plan.make(Run.load(path), options, backend, covers, spec, warnings, parts, force)
+    if not plan.todo:
+        return _done_future(plan.cached_stage())
+    lock = ExitStack()
+    lock.enter_context(lock_folder(path))
+    try:
+        # Whoever held the lock before may have rendered these, or written another script.
+        plan = _Plan.make(Run.load(path), options, backend, covers, spec, warnings, parts, force)
+        if not plan.todo:
+            lock.close()
+            return _done_future(plan.cached_stage())
+        return plan.start(backend, covers, spec, options.encoding, writer, lock.close)
+    except BaseException:
+        lock.close()
+        raise
+
+
+def _done_future(value: dict[str, Any]) -> Future[dict[str, Any]]:
+    future: Future[dict[str, Any]] = Future()
+    future.set_result(value)
+    return future
+
+
+@dataclass
+class _Plan:
+    """What one render call finds in a run folder: its script, and which parts to (re)do."""
+
+    run: Run
+    script: Script
+    digest: str
+    stage: dict[str, Any]
+    keys: dict[str, str]
+    todo: list[str]
+
+    @classmethod
+    def make(
+        cls,
+        run: Run,
+        options: MediaOptions,
+        backend: Any,
+        covers: Any,
+        spec: VideoSpec,
+        warnings: list[str],
+        parts: tuple[str, ...],
+        force: bool,
+    ) -> _Plan:
+        script = run.script()
+        if script is None:
+            raise RunStoreError(
+                f"{str(run.path)!r} has no script yet (status {run.status}): "
+                "run popcorn generate first"
             )
-            stage["cover"] = {**cover.to_dict(), "key": key}
-            run.manifest.files["cover"] = cover.file.name
-        else:
-            cached.append("cover")
-    wanted = [p for p in parts if getattr(options, p) is not None]
-    if wanted and set(cached) == set(wanted):
-        stage["cached"] = True
-        return stage
-    stage["seconds"] = round(time.perf_counter() - started, 3)
-    run.save(stages={**run.manifest.stages, "media": stage})
-    return {**stage, "cached_parts": cached} if cached else stage
+        memory = {"dtype": options.memory.dtype, "quantize": options.memory.quantize}
+        keys: dict[str, str] = {}
+        if "video" in parts and options.video is not None:
+            keys["video"] = job_key(
+                {
+                    "script": script.to_dict(),
+                    "video": options.video,
+                    "model": getattr(backend, "model", None),
+                    "adapter": getattr(backend, "adapter", None),
+                    "spec": spec.to_dict(),
+                    **memory,
+                    # Under the study's presets, what differs from Popcorn's (else nothing).
+                    **(backend.key_settings() if hasattr(backend, "key_settings") else {}),
+                }
+            )
+        if covers is not None:
+            keys["cover"] = job_key(
+                {
+                    "script": script.to_dict(),
+                    "cover": options.cover,
+                    "size": [spec.width, spec.height],
+                    "seed": spec.seed,
+                    **covers.settings(),
+                    **memory,
+                }
+            )
+        stage: dict[str, Any] = {**run.manifest.stages.get("media", {}), "warnings": warnings}
+        digest = script_sha256(script)
+        todo = [
+            part
+            for part, key in keys.items()
+            if force or not _done(run, stage.get(part), key, digest)
+        ]
+        for part in [p for p in keys if p not in todo]:  # kept as made, and what it read
+            stage["warnings"] += _prompt_cut(part, stage[part])
+        return cls(run, script, digest, stage, keys, todo)
+
+    def cached_stage(self) -> dict[str, Any]:
+        """The stage as recorded, when every wanted part is already done: nothing is written."""
+        return {**self.stage, "cached": True} if self.keys else self.stage
+
+    def start(
+        self,
+        backend: Any,
+        covers: Any,
+        spec: VideoSpec,
+        encoding: Encoding,
+        writer: MediaWriter,
+        unlock: Callable[[], None],
+    ) -> Future[dict[str, Any]]:
+        """Run the models now and hand the writes to ``writer``: the clip's encode starts
+        while the cover is made; the manifest is saved, and ``unlock`` called, after both."""
+        started = time.perf_counter()
+        path = self.run.path
+        jobs: dict[str, Future[Any]] = {}
+        try:
+            if "video" in self.todo:
+                target = path / "clip.mp4"
+                if hasattr(backend, "prepare"):
+                    write = backend.prepare(self.script, spec, target, encoding)
+                else:  # a plugin: it writes its file itself, here
+                    write = _ready(backend.render(self.script, spec, target))
+                jobs["video"] = writer.submit(write)
+            if "cover" in self.todo:
+                size = (self.script, spec.width, spec.height, path / "cover.png")
+                if hasattr(covers, "prepare"):
+                    write = covers.prepare(*size, seed=spec.seed)
+                else:
+                    write = _ready(covers.render(*size, seed=spec.seed))
+                jobs["cover"] = writer.submit(write)
+            return writer.submit(lambda: self._record(jobs, spec, started, unlock))
+        except BaseException:
+            wait(list(jobs.values()))  # nothing writes into the folder once it is unlocked
+            raise
+
+    def _record(
+        self,
+        jobs: dict[str, Future[Any]],
+        spec: VideoSpec,
+        started: float,
+        unlock: Callable[[], None],
+    ) -> dict[str, Any]:
+        """In the writer, after the files: the manifest, then the folder's lock let go."""
+        run, stage = self.run, self.stage
+        try:
+            if "video" in jobs:
+                clip = jobs["video"].result()
+                stage["video"] = {
+                    **clip.to_dict(),
+                    "spec": spec.to_dict(),
+                    "key": self.keys["video"],
+                    "script_sha256": self.digest,
+                }
+                run.manifest.files["clip"] = clip.file.name
+            if "cover" in jobs:
+                cover = jobs["cover"].result()
+                stage["cover"] = {
+                    **cover.to_dict(),
+                    "key": self.keys["cover"],
+                    "script_sha256": self.digest,
+                }
+                run.manifest.files["cover"] = cover.file.name
+            for part in ("video", "cover"):
+                if part in jobs:
+                    stage["warnings"] += _prompt_cut(part, stage[part])
+            stage["seconds"] = round(time.perf_counter() - started, 3)
+            run.save(stages={**run.manifest.stages, "media": stage})
+        finally:
+            unlock()
+        cached = [part for part in self.keys if part not in self.todo]
+        return {**stage, "cached_parts": cached} if cached else stage
 
 
-def _done(run: Run, record: dict[str, Any] | None, key: str) -> bool:
-    return bool(record and record.get("key") == key and (run.path / record["file"]).is_file())
+def _prompt_cut(part: str, record: dict[str, Any]) -> list[str]:
+    """A warning when the text encoder read only the start of the part's prompt."""
+    window = record.get("settings", {}).get("prompt_window") or {}
+    tokens, read = window.get("tokens", 0), window.get("read", 0)
+    if tokens <= read:
+        return []
+    prompt = "video prompt" if part == "video" else "cover prompt"
+    limit = window.get("long_limit")
+    hint = ""
+    if limit:
+        hint = " (--long-prompt reads " + ("all of it)" if limit >= tokens else f"up to {limit})")
+    return [
+        f"the {prompt} is {tokens} tokens; {record['backend']}'s text encoder read the first "
+        f"{read}, the rest was cut{hint}"
+    ]
+
+
+def _done(run: Run, record: dict[str, Any] | None, key: str, digest: str) -> bool:
+    """Whether ``record`` was rendered with these settings from the run's current script.
+
+    Records written before media named their script have no ``script_sha256``; their key
+    covers the script's content, so it alone tells.
+    """
+    return bool(
+        record
+        and record.get("key") == key
+        and record.get("script_sha256", digest) == digest
+        and (run.path / record["file"]).is_file()
+    )
+
+
+def _ready(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def render_many(
+    run_dirs: list[Path],
+    options: MediaOptions,
+    force: bool = False,
+    advance: Callable[[], None] | None = None,
+) -> dict[Path, dict[str, Any] | PopcornError]:
+    """Render many runs with their models kept loaded: run k+1's clip is made while run k's
+    is encoded. Returns each run's media record, or the error that stopped it (an encoder's
+    too); ``advance`` is called as each run's media are written. All is written when this
+    returns."""
+    stages: dict[Path, dict[str, Any] | PopcornError] = {}
+    with MediaWriter() as writer:
+        _render_each(run_dirs, options, writer, force, ("video", "cover"), stages, advance)
+    return stages
 
 
 def render_stage_by_stage(
@@ -182,19 +376,52 @@ def render_stage_by_stage(
     advance: Callable[[], None] | None = None,
 ) -> dict[Path, dict[str, Any] | PopcornError]:
     """Render many runs one model at a time: every clip, then the clip model is freed, then
-    every cover. Returns each run's media record, or the error that stopped it; ``advance``
-    is called after each run's clip and each run's cover."""
+    every cover. Returns each run's media record, or the error that stopped it (an encoder's
+    too); ``advance`` is called after each run's clip and each run's cover is written. Clip
+    k+1 is made while clip k is encoded; all is written when this returns."""
     from popcorn.media.diffusion import release
 
     stages: dict[Path, dict[str, Any] | PopcornError] = {}
-    for part in ("video", "cover"):
-        for run_dir in run_dirs:
-            if not isinstance(stages.get(run_dir), PopcornError):
-                try:
-                    stages[run_dir] = render(run_dir, options, force=force, parts=(part,))
-                except PopcornError as error:
-                    stages[run_dir] = error
-            if advance is not None:
-                advance()
-        release(part)
+    with MediaWriter() as writer:
+        for part in ("video", "cover"):
+            _render_each(run_dirs, options, writer, force, (part,), stages, advance)
+            release(part)
     return stages
+
+
+def _render_each(
+    run_dirs: list[Path],
+    options: MediaOptions,
+    writer: MediaWriter,
+    force: bool,
+    parts: tuple[str, ...],
+    stages: dict[Path, dict[str, Any] | PopcornError],
+    advance: Callable[[], None] | None,
+) -> None:
+    """``parts`` of every run not failed yet, into ``stages``; returns once all are written."""
+    pending: dict[Path, Future[dict[str, Any]]] = {}
+
+    def settle(run_dir: Path, future: Future[dict[str, Any]] | None) -> None:
+        if future is not None:
+            try:
+                stages[run_dir] = future.result()
+            except PopcornError as error:
+                stages[run_dir] = error
+        if advance is not None:
+            advance()
+
+    for run_dir in run_dirs:
+        if run_dir in pending:  # listed twice: its folder is locked until written
+            settle(run_dir, pending.pop(run_dir))
+        if isinstance(stages.get(run_dir), PopcornError):
+            settle(run_dir, None)
+            continue
+        try:
+            pending[run_dir] = submit_render(run_dir, options, writer, force=force, parts=parts)
+        except PopcornError as error:
+            stages[run_dir] = error
+            settle(run_dir, None)
+        for done in [r for r, f in pending.items() if f.done()]:
+            settle(done, pending.pop(done))
+    for run_dir, future in pending.items():
+        settle(run_dir, future)

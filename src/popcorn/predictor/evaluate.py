@@ -9,13 +9,15 @@ import numpy as np
 from popcorn._io import atomic_write_json
 from popcorn.errors import UsageError
 from popcorn.predictor.features import FeatureSet
-from popcorn.predictor.metrics import regression_metrics
+from popcorn.predictor.metrics import MMRA_TEST_BATCH, batched_metrics, regression_metrics
 from popcorn.predictor.score import Predictor
 
 
 def evaluate(predictor: Predictor) -> dict[str, Any]:
     """nMSE, SRC and MAE on the test split for the model, the training mean and the text-only
-    ridge; written to ``eval.json`` in the predictor folder and returned."""
+    ridge, over the whole split (``models``) and, as MMRA reports them, per batch of 256 test
+    videos in split order, averaged (``batched``); written to ``eval.json`` in the predictor
+    folder and returned."""
     features = FeatureSet.load(predictor.folder)
     if features.meta.get("sha256") != predictor.meta.get("features_sha256"):
         raise UsageError(
@@ -24,7 +26,7 @@ def evaluate(predictor: Predictor) -> dict[str, Any]:
     index = {vid: i for i, vid in enumerate(features.ids)}
     rows = np.array([index[v] for v in predictor.meta["split"]["test"]], dtype=np.int64)
     test = features.subset(rows)
-    truth = test.labels
+    truth = test.labels(predictor.target)
     models = {
         "mmra": predictor.predict(test),
         "train-mean": np.full(len(test), predictor.meta["train_mean"], dtype=np.float32),
@@ -32,7 +34,12 @@ def evaluate(predictor: Predictor) -> dict[str, Any]:
     }
     report = {
         "videos": len(test),
+        "target": predictor.target,
         "models": {name: regression_metrics(pred, truth) for name, pred in models.items()},
+        "batched": {
+            "size": MMRA_TEST_BATCH,
+            "models": {name: batched_metrics(pred, truth) for name, pred in models.items()},
+        },
     }
     atomic_write_json(predictor.folder / "eval.json", report)
     return report

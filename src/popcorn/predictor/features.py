@@ -1,12 +1,19 @@
 """What the predictor learns from: per video, sampled-frame features, a title embedding, a
-retrieval embedding and the label log2(1 + comments).
+retrieval embedding and the comment count its label is computed from.
+
+Two configurations (:data:`FEATURE_RECIPES`): ``popcorn`` embeds the title, and the title plus
+the corpus's caption for retrieval, with one sentence embedder (packaged MiniLM); ``mmra`` (the
+paper profile) does what MMRA did: title features from AnglE BERT-base (CLS + mean pooling,
+768-d, as the model consumes them), and a retrieval embedding from UAE-Large-V1 of the title
+followed by BLIP captions of the same sampled frames.
 
 ``extract`` reads a corpus (``popcorn corpus import ...``) and a folder of its videos named
 ``<video_id>.mp4`` (MicroLens' raw video folder), and writes ``features.npz`` and
-``features.json`` into the predictor folder. Frame features are also cached one file per video
-under ``cache/``, keyed by the video's content hash and the encoder, so a rerun (or a second
-corpus sharing videos) only encodes what is new. Videos that are missing, undecodable or shorter
-than the frames asked for are skipped, counted by reason and named in the report.
+``features.json`` into the predictor folder. Frame features and frame captions are also cached
+one file per video under ``cache/``, keyed by the video's content hash and the model (and the
+frame count), so a rerun (or a second corpus sharing videos) only encodes what is new. Videos
+that are missing, undecodable or shorter than the frames asked for are skipped, counted by
+reason and named in the report.
 """
 
 from __future__ import annotations
@@ -18,31 +25,88 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from popcorn import __version__
-from popcorn._io import atomic_write_bytes, atomic_write_json
+from popcorn._io import atomic_write_bytes, atomic_write_json, read_json
 from popcorn.errors import UsageError
 from popcorn.predictor.frames import FRAMES, VideoError, sample_frames
 
 if TYPE_CHECKING:
-    from popcorn.predictor.encoders import VisualEncoder
-    from popcorn.retrieval.embedders import Embedder
+    from popcorn.predictor.captions import Captioner
+    from popcorn.predictor.encoders import TextEncoderLike, VisualEncoder
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi")
 
+Target = Literal["log2(1+c)", "log2(c)"]
+RecipeName = Literal["mmra", "popcorn"]
+RECIPE_NAMES: tuple[RecipeName, ...] = ("mmra", "popcorn")
+PROFILE_OF: dict[str, str] = {"mmra": "paper", "popcorn": "popcorn"}
+"""The profile whose ``predictor`` field names each configuration."""
 
-def label(comments: int | np.ndarray) -> Any:
-    """The study's target: log2(1 + comments), so zero comments is 0, not minus infinity."""
-    return np.log2(1.0 + np.asarray(comments, dtype=np.float64)).astype(np.float32)
+
+def label(comments: int | np.ndarray, target: Target = "log2(1+c)") -> Any:
+    """The regression target. ``log2(1+c)`` (Popcorn's): zero comments is 0, so every video
+    has a label. ``log2(c)`` (MMRA's): a video without comments has none (refused here; the
+    paper configuration leaves such videos out before training)."""
+    c = np.asarray(comments, dtype=np.float64)
+    if target == "log2(1+c)":
+        return np.log2(1.0 + c).astype(np.float32)
+    if np.any(c <= 0):
+        raise UsageError("log2(comments) needs at least one comment per video")
+    return np.log2(c).astype(np.float32)
 
 
 def retrieval_text(title: str, caption: str = "") -> str:
     """What the retrieval embedding reads: the title, plus a description of the frames."""
     return f"{title}. {caption}" if caption else title
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """A text encoder by name: a sentence-transformers model (``pooling`` None) or a
+    transformers model pooled as AnglE pools it, with an optional ``{text}`` prompt."""
+
+    name: str
+    pooling: Literal["cls", "cls_avg", "mean"] | None = None
+    prompt: str = ""
+
+    def identity_hint(self) -> dict[str, Any]:
+        return {"name": self.name, "pooling": self.pooling, "prompt": self.prompt}
+
+
+@dataclass(frozen=True)
+class FeatureRecipe:
+    name: RecipeName
+    title: TextSpec
+    retrieval: TextSpec | None
+    """None: the title's encoder also embeds the retrieval text."""
+    captioner: str | None
+    """None: the retrieval text takes the corpus's caption; else frames are captioned."""
+
+
+def _feature_recipes() -> dict[str, FeatureRecipe]:
+    from popcorn.predictor.captions import BLIP
+    from popcorn.predictor.encoders import ANGLE_BERT, UAE_LARGE, UAE_PROMPT
+
+    return {
+        "popcorn": FeatureRecipe("popcorn", TextSpec("minilm-l6"), None, None),
+        "mmra": FeatureRecipe(
+            "mmra",
+            TextSpec(ANGLE_BERT, "cls_avg"),
+            TextSpec(UAE_LARGE, "cls", UAE_PROMPT),
+            BLIP,
+        ),
+    }
+
+
+def feature_recipe(name: str) -> FeatureRecipe:
+    if name not in RECIPE_NAMES:
+        raise UsageError(f"unknown predictor configuration {name!r}: choose mmra or popcorn")
+    return _feature_recipes()[name]
 
 
 @dataclass
@@ -51,13 +115,12 @@ class FeatureSet:
     titles: list[str]
     comments: np.ndarray  # (n,) int64
     frames: np.ndarray  # (n, F, Dv) float32
-    text: np.ndarray  # (n, Dt) float32, L2-normalised
+    text: np.ndarray  # (n, Dt) float32, as the title encoder returns it
     retrieval: np.ndarray  # (n, Dr) float32, L2-normalised
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def labels(self) -> np.ndarray:
-        return np.asarray(label(self.comments))
+    def labels(self, target: Target = "log2(1+c)") -> np.ndarray:
+        return np.asarray(label(self.comments, target))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -99,7 +162,7 @@ class FeatureSet:
             raise UsageError(
                 f"no features in {str(folder)!r}: run 'popcorn predictor features --videos DIR'"
             )
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        meta = read_json(meta_file)
         if meta.get("schema_version", 0) != SCHEMA_VERSION:
             raise UsageError(
                 f"the features in {str(folder)!r} have format {meta.get('schema_version')}, this "
@@ -160,27 +223,68 @@ def file_hash(path: Path) -> str:
 
 
 class FrameFeatures:
-    """Frame features of one video file, from the cache when its content was seen before."""
+    """Frame features (and, with a captioner, frame captions) of one video file, each from the
+    cache when this content was seen before by the same model at the same frame count."""
 
-    def __init__(self, visual: VisualEncoder, frames: int, cache: Path | None) -> None:
-        self.visual = visual
-        self.frames = frames
-        self.cache = None
+    def __init__(
+        self,
+        visual: VisualEncoder,
+        frames: int,
+        cache: Path | None,
+        captioner: Captioner | None = None,
+    ) -> None:
+        self.visual, self.frames, self.captioner = visual, frames, captioner
+        self.cache = self.captions = None
         if cache is not None:
-            tag = f"{visual.identity()['fingerprint']}-{frames}"
-            self.cache = cache / f"frames-{tag}"
+            self.cache = cache / f"frames-{visual.identity()['fingerprint']}-{frames}"
+            if captioner is not None:
+                self.captions = cache / f"captions-{captioner.tag()}-{frames}"
 
     def __call__(self, path: Path) -> tuple[np.ndarray, bool]:
         """(F x Dv features, whether they came from the cache); raises VideoError."""
-        cached = self.cache / f"{file_hash(path)[:32]}.npy" if self.cache else None
-        if cached is not None and cached.is_file():
-            return np.load(cached).astype(np.float32), True
-        vectors = self.visual.encode(sample_frames(path, self.frames))
-        if cached is not None:
-            buffer = io.BytesIO()
-            np.save(buffer, vectors.astype(np.float16))
-            atomic_write_bytes(cached, buffer.getvalue())
-        return vectors, False
+        vectors, _, cached = self.read(path)
+        return vectors, cached
+
+    def read(self, path: Path) -> tuple[np.ndarray, list[str] | None, bool]:
+        """(features, captions or None, whether both came from the cache); the video is
+        decoded at most once, and only when something is missing."""
+        digest = file_hash(path)[:32] if self.cache is not None else ""
+        vector_file = self.cache / f"{digest}.npy" if self.cache else None
+        caption_file = self.captions / f"{digest}.json" if self.captions else None
+        vectors = _read_vectors(vector_file)
+        captions = _read_captions(caption_file, self.frames)
+        if vectors is not None and (captions is not None or self.captioner is None):
+            return vectors, captions, True
+        pixels = sample_frames(path, self.frames)
+        if vectors is None:
+            vectors = self.visual.encode(pixels)
+            if vector_file is not None:
+                buffer = io.BytesIO()
+                np.save(buffer, vectors.astype(np.float16))
+                atomic_write_bytes(vector_file, buffer.getvalue())
+        if self.captioner is not None and captions is None:
+            captions = self.captioner.caption(pixels)
+            if caption_file is not None:
+                atomic_write_json(caption_file, captions)
+        return vectors, captions, False
+
+
+def _read_vectors(path: Path | None) -> np.ndarray | None:
+    if path is None or not path.is_file():
+        return None
+    return np.asarray(np.load(path), dtype=np.float32)
+
+
+def _read_captions(path: Path | None, frames: int) -> list[str] | None:
+    """Cached captions; None when there are none, or they are damaged (captioned again)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(data, list) and len(data) == frames and all(isinstance(c, str) for c in data)
+    return data if ok else None
 
 
 def extract(
@@ -188,13 +292,23 @@ def extract(
     videos: Path,
     out: Path,
     visual: VisualEncoder,
-    text: Embedder,
+    text: TextEncoderLike,
     frames: int = FRAMES,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    retrieval: TextEncoderLike | None = None,
+    captioner: Captioner | None = None,
+    recipe: RecipeName = "popcorn",
 ) -> tuple[FeatureSet, ExtractReport]:
-    """Extract features for every corpus video found in ``videos``; see the module docstring."""
+    """Extract features for every corpus video found in ``videos``; see the module docstring.
+
+    ``text`` embeds titles; ``retrieval`` (default: ``text``) embeds the retrieval text, which
+    is the title plus the captions ``captioner`` gives the sampled frames, or plus the corpus's
+    caption without a captioner. ``recipe`` names the configuration they follow, recorded so
+    training can refuse features made for the other one."""
     import time
 
+    from popcorn.predictor.captions import video_caption
     from popcorn.retrieval.corpus import Corpus
 
     if not videos.is_dir():
@@ -202,20 +316,21 @@ def extract(
     corpus = Corpus.load(corpus_folder)
     started = time.perf_counter()
     report = ExtractReport(videos=len(corpus.videos))
-    encode = FrameFeatures(visual, frames, out / "cache")
-    kept, vectors = [], []
+    encode = FrameFeatures(visual, frames, out / "cache", captioner)
+    kept, vectors, descriptions = [], [], []
     for done, video in enumerate(corpus.videos, 1):
         path = find_video(videos, video.video_id)
         if path is None:
             report.skip(video.video_id, "missing", f"no {video.video_id}.mp4 in {videos}")
         else:
             try:
-                frame_features, was_cached = encode(path)
+                frame_features, captions, was_cached = encode.read(path)
             except VideoError as err:
                 report.skip(video.video_id, err.reason, str(err))
             else:
                 kept.append(video)
                 vectors.append(frame_features)
+                descriptions.append(video.caption if captions is None else video_caption(captions))
                 report.cached += was_cached
         if progress is not None:
             progress(done, len(corpus.videos))
@@ -229,20 +344,27 @@ def extract(
         )
         raise UsageError(f"no usable video among {report.videos}{hint}")
     titles = [v.title for v in kept]
+    retrieval = retrieval or text
+    pairs = zip(titles, descriptions, strict=True)
+    search = retrieval.encode([retrieval_text(t, d) for t, d in pairs])
     features = FeatureSet(
         ids=[v.video_id for v in kept],
         titles=titles,
         comments=np.array([v.comment_count for v in kept], dtype=np.int64),
         frames=np.stack(vectors),
         text=text.encode(titles),
-        retrieval=text.encode([retrieval_text(v.title, v.caption) for v in kept]),
+        retrieval=normalised(search),
         meta={
             "schema_version": SCHEMA_VERSION,
             "popcorn": __version__,
+            "recipe": recipe,
             "corpus_version": corpus.version,
             "frames": frames,
             "visual": visual.identity(),
             "text": text.identity(),
+            "retrieval": retrieval.identity(),
+            "captioner": None if captioner is None else captioner.identity(),
+            "zero_comments": int(sum(v.comment_count <= 0 for v in kept)),
         },
     )
     report.seconds = time.perf_counter() - started
@@ -250,3 +372,9 @@ def extract(
     out.mkdir(parents=True, exist_ok=True)
     features.save(out)
     return features, report
+
+
+def normalised(vectors: np.ndarray) -> np.ndarray:
+    """Unit rows, so a dot product is the cosine MMRA's retriever ranks by."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)

@@ -3,7 +3,8 @@
 Inputs per video: ``F`` frame features, one title feature, and the ``K`` most similar videos of
 the training bank with their own frame and title features, labels and similarities. The model
 
-1. projects frames and title into a shared ``hidden``-wide space;
+1. projects frames and title into a shared ``hidden``-wide space (``project``), or, as MMRA
+   does, takes them as they are (both as wide as ``hidden``);
 2. lets the two modalities attend to each other, once with the attention weights and once with
    the same weights scaled by ``-alpha`` (the "bipolar" pair of branches), and fuses each
    modality with what it drew from the other;
@@ -34,6 +35,7 @@ class ModelConfig:
     retrieved: int = 10
     alpha: float = 0.6
     mlp: tuple[int, int] = (800, 200)
+    project: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mlp": list(self.mlp)}
@@ -41,6 +43,10 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         return cls(**{**data, "mlp": tuple(data["mlp"])})
+
+    def __post_init__(self) -> None:
+        if not self.project and not self.visual_dim == self.text_dim == self.hidden:
+            raise ValueError("without a projection, frame and title features must be hidden-wide")
 
     def digest(self) -> str:
         """Stamped into the weights file, so weights and config cannot be mixed up."""
@@ -98,8 +104,11 @@ class MMRA(nn.Module):
         super().__init__()
         self.config = config
         h = config.hidden
-        self.visual_in = nn.Linear(config.visual_dim, h)
-        self.text_in = nn.Linear(config.text_dim, h)
+        # MMRA feeds the encoders' features straight into the cross-modal attention.
+        self.visual_in: nn.Module = (
+            nn.Linear(config.visual_dim, h) if config.project else nn.Identity()
+        )
+        self.text_in: nn.Module = nn.Linear(config.text_dim, h) if config.project else nn.Identity()
         self.target = _CrossModal(h, config.alpha)
         self.retrieved = _CrossModal(h, config.alpha)
         self.label_in = nn.Linear(1, h)
@@ -122,7 +131,8 @@ class MMRA(nn.Module):
         bank_label: torch.Tensor,
     ) -> torch.Tensor:
         """Shapes: frames (B, F, Dv), title (B, Dt), similarity (B, K), bank_frames (B, K, F, Dv),
-        bank_title (B, K, Dt), bank_label (B, K). Returns (B,) predicted log2(1 + comments)."""
+        bank_title (B, K, Dt), bank_label (B, K). Returns (B,) predicted labels (the target the
+        predictor was trained on: log2(1 + comments) or log2(comments))."""
         weights = torch.softmax(similarity, dim=1)  # (B, K)
         agg_frames = torch.einsum("bk,bkfd->bfd", weights, bank_frames)
         agg_title = torch.einsum("bk,bkd->bd", weights, bank_title)

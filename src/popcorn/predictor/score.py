@@ -1,8 +1,10 @@
 """Scoring: load a trained predictor folder (checking it is whole and ours) and score new videos.
 
-A score is the predicted log2(1 + comments). Scoring a new video needs no dataset step: its
-frames are sampled and encoded, its title embedded, and its nearest training videos retrieved
-from the bank saved with the model.
+A score is the predicted label: log2(1 + comments) for Popcorn's configuration, log2(comments)
+for MMRA's (the paper profile). Scoring a new video needs no dataset step: its frames are
+sampled and encoded, its title embedded, and its nearest bank videos retrieved from the bank
+saved with the model, by the same retrieval text as in training (the title plus the frames'
+captions when the predictor was trained with a captioner, else plus the given caption).
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from popcorn._io import atomic_write_json, read_json
+from popcorn.config import PREDICTOR_META
 from popcorn.errors import UsageError
-from popcorn.predictor.features import FeatureSet, retrieval_text
+from popcorn.predictor.features import FeatureSet, Target, retrieval_text
 from popcorn.predictor.frames import sample_frames
 from popcorn.predictor.model import MMRA, ModelConfig
 from popcorn.predictor.textonly import TextOnly
 from popcorn.predictor.train import KIND, SCHEMA_VERSION, Batches, predict
 
 if TYPE_CHECKING:
-    from popcorn.predictor.encoders import VisualEncoder
-    from popcorn.retrieval.embedders import Embedder
+    from popcorn.predictor.captions import Captioner
+    from popcorn.predictor.encoders import TextEncoderLike, VisualEncoder
 
 DEFAULT_PREDICTOR = Path("popcorn-predictor")
 HUMAN_FILE = "human.json"
@@ -32,14 +35,15 @@ HUMAN_FILE = "human.json"
 @dataclass(frozen=True)
 class Score:
     score: float
-    """Predicted log2(1 + comments)."""
+    """The predicted label: log2(1 + comments), or log2(comments) (``target``)."""
     text_only: float
     percentile: float | None
     """Where the score falls among the held-out real videos' scores (the human reference)."""
+    target: Target = "log2(1+c)"
 
     @property
     def comments(self) -> float:
-        return float(2.0**self.score - 1.0)
+        return float(2.0**self.score - (1.0 if self.target == "log2(1+c)" else 0.0))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +51,7 @@ class Score:
             "comments": round(self.comments, 1),
             "text_only": round(self.text_only, 4),
             "percentile": None if self.percentile is None else round(self.percentile, 1),
+            "target": self.target,
         }
 
 
@@ -62,9 +67,12 @@ class Predictor:
     ) -> None:
         self.folder, self.model, self.meta = folder, model, meta
         self.bank, self.text_only, self.device = bank, text_only, device
-        self._visual: VisualEncoder | None = None
-        self._text: Embedder | None = None
+        self._encoders: Encoders | None = None
         self._human: np.ndarray | None = None
+
+    @property
+    def target(self) -> Target:
+        return self.meta.get("target", "log2(1+c)")  # type: ignore[no-any-return]
 
     @classmethod
     def load(cls, folder: Path | str, device: str = "cpu") -> Predictor:
@@ -74,7 +82,7 @@ class Predictor:
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        meta_file = folder / "predictor.json"
+        meta_file = folder / PREDICTOR_META
         if not meta_file.is_file():
             raise UsageError(
                 f"no trained predictor in {str(folder)!r}: run 'popcorn predictor features' "
@@ -119,24 +127,39 @@ class Predictor:
 
     # --- encoders, checked against the ones the predictor was trained with ------------------
 
-    def encoders(self) -> tuple[VisualEncoder, Embedder]:
-        from popcorn.predictor.encoders import VisualEncoder
-        from popcorn.retrieval.embedders import Embedder
+    def encoders(self) -> Encoders:
+        from popcorn.predictor.captions import Captioner
+        from popcorn.predictor.encoders import text_encoder, visual_encoder
 
-        if self._visual is None or self._text is None:
-            visual = VisualEncoder(self.meta["visual"]["name"], device=self.device)
-            text = Embedder(self.meta["text"]["name"])
-            for kind, encoder in (("visual", visual), ("text", text)):
-                if encoder.identity() != self.meta[kind]:
+        if self._encoders is None:
+            meta = self.meta
+            visual = visual_encoder(meta["visual"]["name"], device=self.device)
+            title = text_encoder(meta["text"], device=self.device)
+            same = meta["retrieval"] == meta["text"]
+            search = title if same else text_encoder(meta["retrieval"], device=self.device)
+            captioner = None
+            if meta.get("captioner"):
+                made = meta["captioner"]
+                captioner = Captioner(
+                    made["name"], device=self.device, max_new_tokens=made.get("max_new_tokens")
+                )
+            checked: list[tuple[str, Any]] = [
+                ("visual", visual),
+                ("text", title),
+                ("retrieval", search),
+                ("captioner", captioner),
+            ]
+            for kind, encoder in checked:
+                if encoder is not None and encoder.identity() != meta[kind]:
                     raise UsageError(
                         f"the {kind} encoder {encoder.name!r} is not the one this predictor was "
                         "trained with (its files differ): extract features and train again"
                     )
-            self._visual, self._text = visual, text
-        return self._visual, self._text
+            self._encoders = Encoders(visual, title, search, captioner)
+        return self._encoders
 
     def title_vectors(self, titles: list[str]) -> np.ndarray:
-        return self.encoders()[1].encode(titles)
+        return self.encoders().title.encode(titles)
 
     # --- scoring ----------------------------------------------------------------------------
 
@@ -144,21 +167,30 @@ class Predictor:
         """Scores of already-extracted videos (never retrieving themselves from the bank)."""
         bank_ids = set(self.bank.ids)
         if bank_ids & set(items.ids):
-            raise UsageError("these videos are in the training bank; score held-out videos")
-        batches = Batches(items, self.bank, self.meta["model"]["retrieved"], is_bank=False)
-        return predict(self.model, batches, self.device)
+            raise UsageError("these videos are in the retrieval bank; score held-out videos")
+        k = self.meta["model"]["retrieved"]
+        return predict(self.model, Batches(items, self.bank, k, None, self.target), self.device)
 
     def score_video(self, path: Path, title: str, caption: str = "") -> Score:
+        """Score a video file with its title. ``caption`` (what the video shows) joins the
+        title in the retrieval text, unless the predictor captions the frames itself."""
+        from popcorn.predictor.captions import video_caption
+        from popcorn.predictor.features import normalised
+
         if not title.strip():
             raise UsageError("a title is needed to score a video")
-        visual, text = self.encoders()
-        frames = visual.encode(sample_frames(path, self.meta["frames"]))[None]
-        vectors = text.encode([title, retrieval_text(title, caption)])
-        item = FeatureSet(
-            ["new"], [title], np.zeros(1, np.int64), frames, vectors[:1], vectors[1:], {}
-        )
+        enc = self.encoders()
+        pixels = sample_frames(path, self.meta["frames"])
+        frames = enc.visual.encode(pixels)[None]
+        if enc.captioner is not None:
+            caption = video_caption(enc.captioner.caption(pixels))
+        text = enc.title.encode([title])
+        search = normalised(enc.retrieval.encode([retrieval_text(title, caption)]))
+        item = FeatureSet(["new"], [title], np.zeros(1, np.int64), frames, text, search, {})
         value = float(self.predict(item)[0])
-        return Score(value, float(self.text_only.predict(vectors[:1])[0]), self.percentile(value))
+        return Score(
+            value, float(self.text_only.predict(text)[0]), self.percentile(value), self.target
+        )
 
     def score_titles(self, titles: list[str]) -> np.ndarray:
         """The text-only model's scores: no frames needed."""
@@ -177,7 +209,7 @@ class Predictor:
         reference = {
             "ids": held_out.ids,
             "scores": [round(float(s), 5) for s in scores],
-            "labels": [round(float(x), 5) for x in held_out.labels],
+            "labels": [round(float(x), 5) for x in held_out.labels(self.target)],
         }
         atomic_write_json(self.folder / HUMAN_FILE, reference)
         self._human = np.array(reference["scores"], dtype=np.float64)
@@ -194,27 +226,71 @@ class Predictor:
         return float(100.0 * np.mean(scores <= value)) if len(scores) else None
 
 
-def score_run(run_dir: Path | str, predictor: Predictor) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Encoders:
+    """What scoring a new video runs: frames, title, retrieval text, and frame captions."""
+
+    visual: VisualEncoder
+    title: TextEncoderLike
+    retrieval: TextEncoderLike
+    captioner: Captioner | None
+
+
+def score_run(run_dir: Path | str, predictor: Predictor, force: bool = False) -> dict[str, Any]:
     """Score a run's clip with its script's title; records ``score.json`` and the manifest's
-    ``score`` stage. The video prompt stands in for frame captions in retrieval."""
+    ``score`` stage. The video prompt stands in for frame captions in retrieval, unless the
+    predictor captions the clip's frames itself (the paper profile's).
+
+    A run already scored by this predictor, on this clip of this script, returns its record
+    without writing anything (a read-only store serves it); otherwise the run folder is locked
+    while the score is written."""
     from popcorn.errors import RunStoreError
+    from popcorn.runs.keys import script_sha256
     from popcorn.runs.store import Run
 
-    run = Run.load(Path(run_dir))
+    path = Path(run_dir)
+    run = Run.load(path)
+    found = None if force else _scored(run, predictor)
+    if found is not None:
+        return found
+    with run.lock():
+        run = Run.load(path)  # the holder before may have changed it
+        found = None if force else _scored(run, predictor)
+        if found is not None:
+            return found
+        script = run.script()
+        clip = run.manifest.files.get("clip")
+        if script is None or not clip or not (run.path / clip).is_file():
+            raise RunStoreError(
+                f"{str(run.path)!r} has no clip to score yet: run 'popcorn render {run.path}' first"
+            )
+        score = predictor.score_video(run.path / clip, script.title, script.video_prompt)
+        media = run.manifest.stages.get("media", {}).get("video", {})
+        record = {
+            **score.to_dict(),
+            "clip": clip,
+            "clip_key": media.get("key"),
+            "script_sha256": script_sha256(script),
+            "preview": bool(media.get("preview", False)),
+            "predictor": predictor.identity(),
+        }
+        run.write_json("score", "score.json", record)
+        run.save(stages={**run.manifest.stages, "score": record})
+        return record
+
+
+def _scored(run: Any, predictor: Predictor) -> dict[str, Any] | None:
+    """The run's score record if it is this predictor's, on the current clip and script."""
+    from popcorn.runs.keys import script_sha256
+
+    record = run.manifest.stages.get("score")
     script = run.script()
-    clip = run.manifest.files.get("clip")
-    if script is None or not clip or not (run.path / clip).is_file():
-        raise RunStoreError(
-            f"{str(run.path)!r} has no clip to score yet: run 'popcorn render {run.path}' first"
-        )
-    score = predictor.score_video(run.path / clip, script.title, script.video_prompt)
     media = run.manifest.stages.get("media", {}).get("video", {})
-    record = {
-        **score.to_dict(),
-        "clip": clip,
-        "preview": bool(media.get("preview", False)),
-        "predictor": predictor.identity(),
-    }
-    run.write_json("score", "score.json", record)
-    run.save(stages={**run.manifest.stages, "score": record})
-    return record
+    if not record or script is None:
+        return None
+    same = (
+        (record.get("predictor") or {}).get("weights") == predictor.identity()["weights"]
+        and record.get("clip_key") == media.get("key")
+        and record.get("script_sha256") == script_sha256(script)
+    )
+    return dict(record) if same else None

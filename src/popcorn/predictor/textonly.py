@@ -1,4 +1,5 @@
-"""The fast text-only model: ridge regression from the title embedding to log2(1 + comments).
+"""The fast text-only model: ridge regression from the title embedding to the predictor's
+target (log2(1 + comments), or log2(comments) in the paper configuration).
 
 It needs no frames, so it ranks scripts before anything is rendered, and it is the baseline the
 full model has to beat. The ridge strength is picked on the validation split.

@@ -3,23 +3,28 @@
 Importers read MicroLens-100k's raw files, the pre-joined table (CSV, JSONL or parquet), or the
 table from the dataset hub, and report every line they did not keep, by reason. The corpus is
 stored as ``videos.jsonl`` plus ``corpus.json`` in the corpus folder; its version is a hash of
-its content, so an index built on another version is detected.
+its content, so an index built on another version is detected, and so is a ``videos.jsonl``
+damaged or cut short since: loading checks every file and says how to rebuild a damaged one.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
+import os
+import stat
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from popcorn._io import atomic_write_json, atomic_write_text
 from popcorn.errors import MissingDependencyError, UsageError
+from popcorn.safety import one_line
 
 SCHEMA_VERSION = 1
 DEFAULT_CORPUS_DIR = Path("popcorn-corpus")
@@ -30,7 +35,93 @@ MICROLENS_FILES = {
     "comments": "MicroLens-100k_comment_en.txt",
     "categories": "tags_to_summary.csv",
 }
-_CAPTION_CANDIDATES = ("MicroLens-100k_caption_en.txt", "MicroLens-100k_captions_en.txt")
+_CAPTION_CANDIDATES = (
+    "MicroLens-100k_caption_en.txt",
+    "MicroLens-100k_captions_en.txt",
+    "Microlens100K_captions_en.csv",  # tab-separated despite its name
+)
+COVER_CAPTIONS_FILE = "llava-v1.5_caption.txt"
+"""The name of MicroLens' LLaVA cover captions in the study's release (comma: id, text)."""
+# corpus.json and index.json hold counts and category names: far below this, unless damaged.
+MAX_META_BYTES = 16 * 2**20
+
+
+class DamagedCorpusError(UsageError):
+    """A corpus or index file is missing, cut short, or not what popcorn wrote; the message
+    names the command that rebuilds it."""
+
+
+def open_stored(path: Path, damaged: Callable[[str], Exception]) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file, refusing links and special files.
+
+    The corpus folder only ever holds files popcorn wrote, so a link or a FIFO there is damage
+    (and following one could read another file or block forever). ``damaged(why)`` builds the
+    error raised when the file is missing or not a regular file.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+    # No following links, and no blocking on a FIFO before fstat can refuse it.
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise damaged(f"{path.name} is missing") from None
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.EMLINK) or path.is_symlink():
+            raise damaged(f"{path.name} is a link, not a file popcorn wrote") from None
+        raise UsageError(f"cannot read {str(path)!r}: {err.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise damaged(f"{path.name} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def read_stored(path: Path, damaged: Callable[[str], Exception], limit: int | None = None) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_stored`), at most ``limit``."""
+    with open_stored(path, damaged) as f:
+        size = os.fstat(f.fileno()).st_size
+        if limit is not None and size > limit:
+            raise damaged(f"{path.name} is {size:,} bytes, far more than popcorn writes")
+        try:
+            return f.read() if limit is None else f.read(limit + 1)
+        except OSError as err:
+            raise UsageError(f"cannot read {str(path)!r}: {err.strerror}") from None
+
+
+def read_json_object(path: Path, damaged: Callable[[str], Exception]) -> dict[str, Any]:
+    """The JSON object stored in ``path`` (a small metadata file)."""
+    try:
+        obj = json.loads(read_stored(path, damaged, MAX_META_BYTES).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise damaged(f"{path.name} is not valid JSON (cut short?)") from None
+    if not isinstance(obj, dict):
+        raise damaged(f"{path.name} does not hold a JSON object")
+    return obj
+
+
+def check_fields(
+    obj: dict[str, Any], types: Mapping[str, type | tuple[type, ...]], where: str
+) -> str | None:
+    """Why ``obj`` lacks a field of ``types`` or holds one of the wrong type (None if it is fine).
+
+    ``bool`` is not accepted for ``int``: JSON ``true`` is not a count.
+    """
+    for key, kind in types.items():
+        if key not in obj:
+            return f"{where} has no {key!r}"
+        value = obj[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            return f"{where} has a malformed {key!r}"
+    return None
+
+
+def corpus_damaged(folder: Path, why: str) -> DamagedCorpusError:
+    """The error for a damaged corpus: what is wrong and the commands that rebuild it."""
+    where = one_line(str(folder))
+    return DamagedCorpusError(
+        f"the corpus in {where!r} is damaged: {why}; re-import it with 'popcorn corpus import "
+        f"microlens DIR --corpus {where}' (or 'table FILE', 'hf DATASET_ID'), then run "
+        f"'popcorn corpus index --corpus {where}'"
+    )
 
 
 @dataclass(frozen=True)
@@ -98,7 +189,7 @@ class Corpus:
             "version": version,
             "videos": len(self.videos),
             "categories": self.categories(),
-            "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "import": report.to_dict(),
         }
         folder.mkdir(parents=True, exist_ok=True)
@@ -108,31 +199,114 @@ class Corpus:
 
     @classmethod
     def load(cls, folder: Path | str) -> Corpus:
+        """Read the corpus in ``folder``; a damaged file is a :class:`DamagedCorpusError`."""
         folder = Path(folder)
         meta_file = folder / "corpus.json"
-        if not meta_file.is_file():
+        if not os.path.lexists(meta_file):
             raise UsageError(
                 f"no corpus in {str(folder)!r}: import one with 'popcorn corpus import "
                 "microlens DIR' (or 'table FILE', 'hf DATASET_ID')"
             )
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        if meta.get("schema_version", 0) > SCHEMA_VERSION:
+
+        def damaged(why: str) -> DamagedCorpusError:
+            return corpus_damaged(folder, why)
+
+        meta = read_json_object(meta_file, damaged)
+        schema = meta.get("schema_version")
+        if isinstance(schema, int) and schema > SCHEMA_VERSION:
             raise UsageError(f"the corpus in {str(folder)!r} was written by a newer popcorn")
-        videos = [
-            Video(**json.loads(line))
-            for line in (folder / "videos.jsonl").read_text(encoding="utf-8").splitlines()
-            if line
-        ]
+        problem = check_fields(meta, _META_FIELDS, "corpus.json") or check_fields(
+            meta["import"], {"source": str}, "corpus.json's import"
+        )
+        if problem:
+            raise damaged(problem)
+        data = read_stored(folder / "videos.jsonl", damaged)
+        # The version is the hash of videos.jsonl as saved: any change since shows here.
+        if hashlib.sha256(data).hexdigest()[:16] != meta["version"]:
+            raise damaged("videos.jsonl does not match corpus.json (changed or cut short)")
+        videos = _parse_videos(data, damaged)
+        if (
+            len(videos) != meta["videos"]
+            or sorted({v.category for v in videos}) != meta["categories"]
+        ):
+            raise damaged("corpus.json does not describe videos.jsonl")
         return cls(videos, meta)
+
+
+_META_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int,
+    "version": str,
+    "videos": int,
+    "categories": list,
+    "import": dict,
+}
+_VIDEO_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "video_id": str,
+    "title": str,
+    "category": str,
+    "comment_count": int,
+    "cover_desc": str,
+    "caption": str,
+    "likes": (int, type(None)),
+    "views": (int, type(None)),
+}
+
+
+def _parse_videos(data: bytes, damaged: Callable[[str], Exception]) -> list[Video]:
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise damaged("videos.jsonl is not UTF-8 text") from None
+    videos: list[Video] = []
+    for n, line in enumerate(lines, 1):
+        if not line:
+            continue
+        where = f"videos.jsonl line {n}"
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            raise damaged(f"{where} is not JSON") from None
+        if not _is_video(row):
+            problem = isinstance(row, dict) and check_fields(row, _VIDEO_FIELDS, where)
+            raise damaged(problem or f"{where} is not a video popcorn wrote")
+        videos.append(Video(**row))
+    return videos
+
+
+def _is_video(row: Any) -> bool:
+    """Whether ``row`` holds exactly a :class:`Video`'s fields with their types.
+
+    Spelled out rather than looped over ``_VIDEO_FIELDS``: it runs once per video on every
+    load. ``type(...) is int`` also refuses JSON ``true``.
+    """
+    return (
+        type(row) is dict
+        and row.keys() == _VIDEO_FIELDS.keys()
+        and type(row["video_id"]) is str
+        and type(row["title"]) is str
+        and type(row["category"]) is str
+        and type(row["cover_desc"]) is str
+        and type(row["caption"]) is str
+        and type(row["comment_count"]) is int
+        and row["comment_count"] >= 0
+        and (row["likes"] is None or type(row["likes"]) is int)
+        and (row["views"] is None or type(row["views"]) is int)
+    )
 
 
 # --- MicroLens raw files --------------------------------------------------------------------
 
 
 def import_microlens(
-    folder: Path | str, captions: Path | str | None = None
+    folder: Path | str,
+    captions: Path | str | None = None,
+    cover_captions: Path | str | None = None,
 ) -> tuple[Corpus, ImportReport]:
-    """Join MicroLens-100k's raw files; every line not kept is counted under a reason."""
+    """Join MicroLens-100k's raw files; every line not kept is counted under a reason.
+
+    The English captions (tab: video_id, caption) and the LLaVA cover captions (video_id,
+    description; comma or tab) are optional: found in ``folder`` by name unless given.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"MicroLens folder not found: {str(folder)!r}")
@@ -171,6 +345,17 @@ def import_microlens(
                 caption_of.setdefault(fields[0].strip(), "\t".join(fields[1:]).strip())
     else:
         report.notes.append("no caption file found: captions left empty")
+    cover_path = Path(cover_captions) if cover_captions else _find_cover_captions(folder)
+    cover_of: dict[str, str] = {}
+    if cover_path is not None:
+        if not cover_path.is_file():
+            raise UsageError(f"cover caption file not found: {str(cover_path)!r}")
+        cover_of = _keyed(_pair_rows(cover_path), "cover captions", report, join_rest=True)
+    else:
+        report.notes.append(
+            "no cover caption file (LLaVA: video_id, description) found: cover descriptions "
+            "left empty; give it with --cover-captions FILE"
+        )
 
     videos: list[Video] = []
     for vid, title in titles.items():
@@ -185,6 +370,7 @@ def import_microlens(
                 title,
                 category,
                 comment_counts.get(vid, 0),
+                cover_desc=cover_of.get(vid, ""),
                 caption=caption_of.get(vid, ""),
                 likes=likes,
                 views=views,
@@ -195,6 +381,9 @@ def import_microlens(
     missing_captions = sum(1 for v in videos if not v.caption)
     if caption_path is not None and missing_captions:
         report.notes.append(f"{missing_captions} videos have no caption")
+    missing_covers = sum(1 for v in videos if not v.cover_desc)
+    if cover_path is not None and missing_covers:
+        report.notes.append(f"{missing_covers} videos have no cover description")
     report.kept = len(videos)
     return Corpus(videos), report
 
@@ -203,8 +392,36 @@ def _find_captions(folder: Path) -> Path | None:
     for name in _CAPTION_CANDIDATES:
         if (folder / name).is_file():
             return folder / name
-    found = sorted(folder.glob("*caption*"))
+    found = sorted(
+        p for p in folder.glob("*caption*") if p.is_file() and not _is_cover_captions(p.name)
+    )
     return found[0] if found else None
+
+
+def _is_cover_captions(name: str) -> bool:
+    """Whether a file name says it holds cover captions (LLaVA's, or any "cover caption")."""
+    name = name.lower()
+    return "llava" in name or ("cover" in name and ("caption" in name or "desc" in name))
+
+
+def _find_cover_captions(folder: Path) -> Path | None:
+    if (folder / COVER_CAPTIONS_FILE).is_file():
+        return folder / COVER_CAPTIONS_FILE
+    found = sorted(p for p in folder.iterdir() if p.is_file() and _is_cover_captions(p.name))
+    return found[0] if found else None
+
+
+def _pair_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Rows of an id-and-text file written with tabs or with commas (CSV quoting), which one
+    told by its first line: MicroLens' LLaVA file is comma-separated, other copies use tabs."""
+    text = _read_text(path)
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if "\t" in first:
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                yield n, line.split("\t", 1)
+    else:
+        yield from _csv_rows(path)
 
 
 def _keyed(
@@ -254,6 +471,40 @@ def _tsv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 def _is_int(text: str) -> bool:
     return text.strip().lstrip("-").isdigit()
+
+
+# --- keeping only some videos ---------------------------------------------------------------
+
+
+def read_id_list(path: Path | str) -> set[str]:
+    """The video ids in ``path``: one a line (the first field where a line has more, so a
+    one-column CSV works too); blank lines and ``#`` comments are ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"id list not found: {str(path)!r}")
+    ids = set()
+    for line in _read_text(path).splitlines():
+        first = line.replace("\t", ",").split(",", 1)[0].strip()
+        if first and not first.startswith("#"):
+            ids.add(first)
+    if not ids:
+        raise UsageError(f"{str(path)!r} holds no video ids (expected one id a line)")
+    return ids
+
+
+def keep_only(corpus: Corpus, report: ImportReport, ids: set[str], listed_in: str) -> Corpus:
+    """The videos of ``corpus`` whose id is in ``ids``; the others are counted in ``report``
+    as not listed, and listed ids that the import did not keep are noted."""
+    kept = [v for v in corpus.videos if v.video_id in ids]
+    for video in corpus.videos:
+        if video.video_id not in ids:
+            report.skip(f"not in {listed_in}", f"video {video.video_id}")
+    report.notes.append(f"kept only the videos listed in {listed_in}")
+    absent = len(ids - {v.video_id for v in kept})
+    if absent:
+        report.notes.append(f"{absent:,} ids of {listed_in} are not among the imported videos")
+    report.kept = len(kept)
+    return Corpus(kept, corpus.meta)
 
 
 # --- the pre-joined table -------------------------------------------------------------------

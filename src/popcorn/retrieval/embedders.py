@@ -69,9 +69,10 @@ class Embedder:
         with _lock:
             if self.source not in _loaded:
                 from sentence_transformers import SentenceTransformer
-                from transformers.utils import logging as hf_logging
 
-                hf_logging.disable_progress_bar()  # our own bars are the ones users see
+                from popcorn.progress import quiet_transformers
+
+                quiet_transformers()  # our own bars are the ones users see; downloads keep theirs
                 try:
                     _loaded[self.source] = SentenceTransformer(self.source, device=self.device)
                 except (OSError, ValueError) as err:

@@ -2,8 +2,10 @@
 
 Text is built from per-category vocabularies, so its meaning matches its category and retrieval
 can be checked for real (a cooking query must find food videos). Comment counts are heavy-tailed
-with zeros. The raw files carry MicroLens' quirks: malformed lines, missing captions, duplicate
-ids, non-ASCII text. Nothing here is MicroLens data.
+with zeros. The raw files carry MicroLens' quirks: malformed lines, missing captions and cover
+descriptions, duplicate ids, non-ASCII text. Category names can be plain ("food"), in the style
+of MicroLens' translated platform labels ("Delicacy"), or opaque codes ("C07"), so routing can be
+measured where a name says little about what the category holds. Nothing here is MicroLens data.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from popcorn._io import atomic_write_text
+from popcorn.retrieval.corpus import COVER_CAPTIONS_FILE
 
 # 22 categories, as in the pre-joined MicroLens table. Each: (name, subjects, actions, places).
 CATEGORIES: list[tuple[str, list[str], list[str], list[str]]] = [
@@ -161,6 +165,117 @@ CATEGORIES: list[tuple[str, list[str], list[str], list[str]]] = [
         ["city hall", "the newsroom", "downtown"],
     ),
 ]
+# Translated-platform-style labels (not MicroLens' own list): a word a platform would use,
+# which often says little about the videos to a sentence embedder ("Delicacy" for food).
+MICROLENS_STYLE_NAMES: dict[str, str] = {
+    "food": "Delicacy",
+    "pets": "Adorable",
+    "travel": "Outing",
+    "sports": "Athletics",
+    "music": "Melody",
+    "dance": "Choreo",
+    "gaming": "E-sports",
+    "anime": "ACG",
+    "beauty": "Makeover",
+    "fashion": "Outfit",
+    "technology": "Digital",
+    "cars": "Motoring",
+    "fitness": "Body shaping",
+    "comedy": "Funny",
+    "education": "Knowledge",
+    "nature": "Scenery",
+    "art": "Creativity",
+    "crafts": "Handmade",
+    "parenting": "Parent-child",
+    "movies": "Film & TV",
+    "science": "Popular science",
+    "news": "Current affairs",
+}
+CategoryNames = Literal["plain", "microlens", "codes"]
+
+
+def category_name(topic: str, names: CategoryNames) -> str:
+    """What the corpus calls the category about ``topic`` (a name of :data:`CATEGORIES`)."""
+    if names == "microlens":
+        return MICROLENS_STYLE_NAMES[topic]
+    if names == "codes":
+        return f"C{[c[0] for c in CATEGORIES].index(topic) + 1:02d}"
+    return topic
+
+
+# Three everyday queries per topic, in words of their own rather than the generator's
+# vocabulary (none is one of the study's 200 queries): what routing is measured on.
+TOPICAL_QUERIES: list[tuple[str, str]] = [
+    ("How to cook ramen at home", "food"),
+    ("A quick omelette before school", "food"),
+    ("Trying every dessert at a street food festival", "food"),
+    ("Teaching my dog to roll over", "pets"),
+    ("A cat that hates bath time", "pets"),
+    ("A day in the life of a pet rabbit", "pets"),
+    ("Backpacking across Southeast Asia on a budget", "travel"),
+    ("Getting lost in the backstreets of Lisbon", "travel"),
+    ("Sunrise over the canyons on a road trip", "travel"),
+    ("The last-second shot that won the game", "sports"),
+    ("Drills to improve your football passing", "sports"),
+    ("Behind the scenes with an Olympic sprinter", "sports"),
+    ("Playing a famous song on an old piano", "music"),
+    ("How to write a catchy chorus", "music"),
+    ("An acoustic set by a busker at the train station", "music"),
+    ("Learn this viral dance in 30 seconds", "dance"),
+    ("Ballet warm-up for beginners", "dance"),
+    ("Breakdancing battle in the park", "dance"),
+    ("Speedrunning a classic platformer", "gaming"),
+    ("My best clutch moment in a battle royale", "gaming"),
+    ("Building a medieval city in a sandbox game", "gaming"),
+    ("Reacting to the first episode of a new anime series", "anime"),
+    ("Drawing my favourite manga hero", "anime"),
+    ("Top cosplay looks from a fan convention", "anime"),
+    ("A five-minute everyday makeup look", "beauty"),
+    ("My nighttime skincare routine for dry skin", "beauty"),
+    ("Trying a bold red lipstick for the first time", "beauty"),
+    ("Styling one pair of jeans five ways", "fashion"),
+    ("Thrift store outfit haul", "fashion"),
+    ("What people wore at the fashion show", "fashion"),
+    ("Unboxing the newest phone", "technology"),
+    ("Is this budget laptop worth it", "technology"),
+    ("Testing a smart home gadget", "technology"),
+    ("Restoring a rusty 1970s muscle car", "cars"),
+    ("Drifting around a mountain hairpin", "cars"),
+    ("First drive in an electric pickup", "cars"),
+    ("A 10-minute ab workout with no equipment", "fitness"),
+    ("Morning yoga to wake up your body", "fitness"),
+    ("How I got stronger with pull-ups", "fitness"),
+    ("Pranking my roommate with fake spiders", "comedy"),
+    ("A stand-up bit about awkward family dinners", "comedy"),
+    ("When the office printer breaks again", "comedy"),
+    ("Explaining fractions with pizza slices", "education"),
+    ("Three study hacks before your exam", "education"),
+    ("Learning Spanish verbs the easy way", "education"),
+    ("A thunderstorm rolling over the plains", "nature"),
+    ("Spotting whales off the coast", "nature"),
+    ("Northern lights over a frozen lake", "nature"),
+    ("Painting a sunset with watercolors", "art"),
+    ("Spray painting a giant mural", "art"),
+    ("Speed sketching a portrait", "art"),
+    ("Making a wooden cutting board by hand", "crafts"),
+    ("Knitting a scarf for beginners", "crafts"),
+    ("Folding a paper crane step by step", "crafts"),
+    ("My toddler's first steps", "parenting"),
+    ("Morning routine with three kids", "parenting"),
+    ("Telling the kids about a new baby sibling", "parenting"),
+    ("Ranking every superhero film", "movies"),
+    ("Recreating an iconic film scene on a budget", "movies"),
+    ("Reviewing this summer's blockbuster", "movies"),
+    ("Making a baking soda volcano erupt", "science"),
+    ("Why the sky is blue, shown with a demo", "science"),
+    ("Looking at Saturn through a backyard telescope", "science"),
+    ("Live from election night", "news"),
+    ("City council votes on the new park", "news"),
+    ("Storm warning issued for the coast", "news"),
+]
+"""(query, topic) pairs: the topic is a name of :data:`CATEGORIES`; see category_name."""
+
+
 _HOOKS = [
     "You won't believe",
     "Wait for it:",
@@ -193,17 +308,26 @@ def generate_microlens(
     seed: int = 0,
     quirks: bool = True,
     table: bool = True,
+    names: CategoryNames = "plain",
 ) -> SynthReport:
-    """Write MicroLens-100k-format files (and a pre-joined ``table.jsonl``) into ``folder``."""
+    """Write MicroLens-100k-format files (and a pre-joined ``table.jsonl``) into ``folder``,
+    including LLaVA-style cover captions (:data:`COVER_CAPTIONS_FILE`).
+
+    ``names`` picks what the categories are called (see :func:`category_name`); the videos are
+    the same whatever it is.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    likes_views, titles, tags, captions, rows = [], [], [], [], []
+    # Cover quirks draw from their own generator, so the rest of a seed's corpus is unchanged.
+    cover_rng = random.Random(f"covers-{seed}")
+    likes_views, titles, tags, captions, covers, rows = [], [], [], [], [], []
     comments: list[tuple[str, int, str]] = []
     user = 0
     for i in range(videos):
         vid = 10_000 + i
-        name, subjects, actions, places = CATEGORIES[i % len(CATEGORIES)]
+        topic, subjects, actions, places = CATEGORIES[i % len(CATEGORIES)]
+        name = category_name(topic, names)
         subject, action, place = rng.choice(subjects), rng.choice(actions), rng.choice(places)
         title = f"{rng.choice(_HOOKS)} {subject} {action} {place}"
         if quirks and rng.random() < 0.05:
@@ -218,6 +342,9 @@ def generate_microlens(
         tags.append((vid, name))
         if not (quirks and rng.random() < 0.1):  # some videos have no caption
             captions.append(f"{vid}\t{caption}")
+        has_cover = not (quirks and cover_rng.random() < 0.05)  # some covers were not captioned
+        if has_cover:
+            covers.append((vid, cover))
         for _ in range(n_comments):
             user += 1
             comments.append(
@@ -227,7 +354,7 @@ def generate_microlens(
             {
                 "video_id": vid,
                 "title_en": title,
-                "cover_desc": cover,
+                "cover_desc": cover if has_cover else "",
                 "caption_en": caption,
                 "partition": name,
                 "likes": likes,
@@ -248,12 +375,15 @@ def generate_microlens(
         [f"{u}\t{v}\t{c}" for u, v, c in comments] + (["truncated\t"] if quirks else []),
     )
     _write_lines(folder / "MicroLens-100k_caption_en.txt", captions)
+    # As in the release: comma-separated, a description quoted where it holds a comma.
+    _write_csv(folder / COVER_CAPTIONS_FILE, covers, bad=False)
     files = [
         "MicroLens-100k_likes_and_views.txt",
         "MicroLens-100k_title_en.csv",
         "tags_to_summary.csv",
         "MicroLens-100k_comment_en.txt",
         "MicroLens-100k_caption_en.txt",
+        COVER_CAPTIONS_FILE,
     ]
     if table:
         atomic_write_text(

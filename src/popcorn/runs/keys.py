@@ -11,7 +11,10 @@ import hashlib
 import json
 import re
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from popcorn.script import Script
 
 _SLUG_MAX = 40
 
@@ -36,3 +39,8 @@ def slugify(text: str, limit: int = _SLUG_MAX) -> str:
 
 def folder_name(query: str, key: str) -> str:
     return f"{slugify(query)}-{key[:10]}"
+
+
+def script_sha256(script: Script) -> str:
+    """The sha256 of a script's content: media record it to name the script they show."""
+    return job_key(script.to_dict())

@@ -7,15 +7,19 @@ Layout of a run folder (see docs/design/run-store.md)::
     transcript.json   every attempt: messages sent, raw output, parse outcome, usage
 
 Later stages add their own files (references, media, scores) and record them in
-``manifest.files`` and ``manifest.stages``. Every file is written atomically.
+``manifest.files`` and ``manifest.stages``. Every file is written atomically, and a process
+that writes a folder holds its lock (``.lock``, see :mod:`popcorn.runs.lock`) so that two
+processes never mix their work in one folder. Reading needs no lock and writes nothing, so a
+finished run can be served from a read-only store.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
@@ -25,17 +29,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from popcorn._io import atomic_write_bytes, atomic_write_json, read_json
 from popcorn.errors import RunStoreError
 from popcorn.runs.keys import folder_name
+from popcorn.runs.lock import WAIT_SECONDS, folder_lock
 from popcorn.script import Script
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-_TRACKED_PACKAGES = ("popcorn", "llama-cpp-python", "transformers", "torch", "httpx")
+_TRACKED_PACKAGES = ("popcorn-video", "llama-cpp-python", "transformers", "torch", "httpx")
 
 Status = Literal["running", "done", "failed"]
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def package_versions() -> dict[str, str]:
@@ -64,6 +69,8 @@ class RunManifest(BaseModel):
     decoding: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = None
     prompt_version: str = ""
+    profile: str = "popcorn"
+    """The profile whose conditions the run followed (``paper`` or ``popcorn``)."""
     tags: dict[str, str] = Field(default_factory=dict)
     """Free labels carried from the input, e.g. the query type (abstract / concrete)."""
     versions: dict[str, str] = Field(default_factory=package_versions)
@@ -112,25 +119,46 @@ class Run:
     def status(self) -> Status:
         return self.manifest.status
 
+    def lock(
+        self, wait: float = WAIT_SECONDS, stop: threading.Event | None = None
+    ) -> AbstractContextManager[None]:
+        """Hold this folder's lock while writing it; waits up to ``wait`` s for another writer.
+
+        Reload the run (:meth:`load`) once the lock is held: the holder before may have
+        changed it.
+        """
+        return lock_folder(self.path, wait, stop)
+
     def save(self, **changes: Any) -> None:
         """Apply ``changes`` to the manifest and write it."""
         with self._lock:
             for name, value in changes.items():
                 setattr(self.manifest, name, value)
             self.manifest.updated_at = now()
-            atomic_write_json(self.path / MANIFEST, self.manifest.model_dump(mode="json"))
+            data = self.manifest.model_dump(mode="json")
+            self._write(MANIFEST, lambda: atomic_write_json(self.path / MANIFEST, data))
 
     def write_json(self, role: str, name: str, obj: Any) -> Path:
         target = self._file(name)
-        atomic_write_json(target, obj)
+        self._write(name, lambda: atomic_write_json(target, obj))
         self._record(role, name)
         return target
 
     def write_bytes(self, role: str, name: str, data: bytes) -> Path:
         target = self._file(name)
-        atomic_write_bytes(target, data)
+        self._write(name, lambda: atomic_write_bytes(target, data))
         self._record(role, name)
         return target
+
+    def _write(self, name: str, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except OSError as err:
+            raise RunStoreError(
+                f"cannot write {name} in the run folder {str(self.path)!r}: "
+                f"{err.strerror or err} (make the folder writable or free some space, then run "
+                "the command again)"
+            ) from None
 
     def read_json(self, name: str) -> Any:
         return read_json(self._file(name))
@@ -171,13 +199,25 @@ class RunStore:
             return None
         return run if run.manifest.key == key else None
 
+    def lock(
+        self,
+        query: str,
+        key: str,
+        wait: float = WAIT_SECONDS,
+        stop: threading.Event | None = None,
+    ) -> AbstractContextManager[None]:
+        """Create the folder for ``key`` if needed and hold its lock (see :meth:`Run.lock`)."""
+        path = self.path_for(query, key)
+        _make_folder(path)
+        return lock_folder(path, wait, stop)
+
     def start(self, manifest: RunManifest) -> Run:
-        """Create (or take over) the folder for ``manifest.key`` and mark it running."""
+        """Create (or take over) the folder for ``manifest.key`` and mark it running.
+
+        Call it holding the folder's :meth:`lock`, so no other process writes there meanwhile.
+        """
         path = self.path_for(manifest.query, manifest.key)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise RunStoreError(f"cannot create run folder {str(path)!r}: {err.strerror}") from None
+        _make_folder(path)
         run = Run(path, manifest)
         run.save(status="running")
         return run
@@ -193,3 +233,20 @@ class RunStore:
                 except RunStoreError:
                     continue
         yield from sorted(runs, key=lambda r: r.manifest.created_at)
+
+
+def lock_folder(
+    path: Path, wait: float = WAIT_SECONDS, stop: threading.Event | None = None
+) -> AbstractContextManager[None]:
+    """The lock of the run folder ``path``; its errors are :class:`RunStoreError`."""
+    return folder_lock(path, f"run folder {str(path)!r}", wait=wait, error=RunStoreError, stop=stop)
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunStoreError(
+            f"cannot create the run folder {str(path)!r}: {err.strerror or err} (make "
+            f"{str(path.parent)!r} writable or choose another --out)"
+        ) from None

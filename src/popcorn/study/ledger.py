@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,19 @@ _MIGRATIONS = [
     """,
     # 2: best-of-N jobs (candidates > 1).
     "ALTER TABLE jobs ADD COLUMN candidates INTEGER NOT NULL DEFAULT 1",
+    # 3: the profile a job runs under (jobs before profiles ran Popcorn's own conditions); the
+    # folder holding a job's clip and cover when its run is shared by several generator pairs;
+    # the machine-readable reason a job failed (e.g. no_json), for the report's counts.
+    """
+    ALTER TABLE jobs ADD COLUMN profile TEXT NOT NULL DEFAULT 'popcorn';
+    ALTER TABLE jobs ADD COLUMN media_dir TEXT;
+    ALTER TABLE jobs ADD COLUMN reason TEXT
+    """,
 ]
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -129,8 +137,8 @@ class Ledger:
         with self.transaction():
             self.db.executemany(
                 "INSERT OR IGNORE INTO jobs (key, query_set, query, tags, llm, mode, refs, "
-                "categories, video, cover, seed, candidates, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "categories, video, cover, seed, candidates, profile, updated_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         j.key,
@@ -145,6 +153,7 @@ class Ledger:
                         j.cover,
                         j.seed,
                         j.candidates,
+                        j.profile,
                         _now(),
                     )
                     for j in jobs
@@ -163,8 +172,8 @@ class Ledger:
     def retry_failed(self) -> int:
         with self.transaction():
             cursor = self.db.execute(
-                "UPDATE jobs SET status='pending', error=NULL, failed_stage=NULL, updated_at=? "
-                "WHERE status='failed'",
+                "UPDATE jobs SET status='pending', error=NULL, failed_stage=NULL, reason=NULL, "
+                "updated_at=? WHERE status='failed'",
                 (_now(),),
             )
         return cursor.rowcount
@@ -204,8 +213,18 @@ class Ledger:
     def skip_to(self, key: str, stage: str) -> None:
         self._update(key, {"stage": stage, "status": "done" if stage == "done" else "pending"})
 
-    def fail(self, key: str, stage: str, error: str) -> None:
-        self._update(key, {"status": "failed", "failed_stage": stage, "error": error[:2000]})
+    def fail(self, key: str, stage: str, error: str, reason: str = "") -> None:
+        """Record that ``stage`` failed for ``key``; ``reason`` is a short tag (e.g. the parse
+        failure's ``no_json``) that the report counts failures by."""
+        self._update(
+            key,
+            {
+                "status": "failed",
+                "failed_stage": stage,
+                "error": error[:2000],
+                "reason": reason[:100] or None,
+            },
+        )
 
     def _update(self, key: str, columns: dict[str, Any]) -> None:
         columns = {**columns, "updated_at": _now()}

@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 
 from popcorn._io import atomic_write_bytes, atomic_write_text
+from popcorn.safety import redact, register_environment_secrets
 from popcorn.study.run import open_ledger
 from popcorn.study.spec import Study
 from popcorn.study.stats import bootstrap_mean, paired_test
 
 COLUMNS = [
     "key",
+    "profile",
     "query_set",
     "query",
     "type",
@@ -34,12 +36,14 @@ COLUMNS = [
     "candidates",
     "status",
     "failed_stage",
+    "reason",
     "error",
     "title",
     "score",
     "text_only",
     "preview",
     "run_dir",
+    "media_dir",
     "seconds_script",
     "seconds_media",
     "seconds_score",
@@ -47,7 +51,10 @@ COLUMNS = [
 
 
 def results(study: Study) -> list[dict[str, Any]]:
-    """One row per job of the study as it is now (jobs of removed cells are left out)."""
+    """One row per job of the study as it is now (jobs of removed cells are left out).
+
+    Error texts are redacted again here, with the keys this environment holds registered."""
+    register_environment_secrets()
     ledger = open_ledger(study)
     try:
         rows = ledger.rows({j.key for j in study.jobs()})
@@ -63,6 +70,9 @@ def results(study: Study) -> list[dict[str, Any]]:
                 "type": json.loads(r["tags"]).get("type", ""),
                 "status": "done" if r["stage"] == "done" else r["status"],
                 "preview": None if r["preview"] is None else bool(r["preview"]),
+                # Ledgers written before errors were redacted at the source may still hold a
+                # credential an endpoint echoed: none reaches the tables or the pages.
+                "error": None if r.get("error") is None else redact(r["error"]),
                 **{f"seconds_{s}": timings.get(s) for s in ("script", "media", "score")},
             }
         )
@@ -150,24 +160,39 @@ def _fmt(x: float) -> str:
 
 
 def write_report(study: Study) -> dict[str, Any]:
-    """Write the whole report; returns the paths written and the headline numbers."""
+    """Write the whole report; returns the paths written and the headline numbers.
+
+    A score depends on its clip alone, and jobs that differ only in their cover generator
+    share their clip: each clip counts once (:func:`distinct_clips`) in every mean, interval,
+    pairing and test."""
     folder = study.folder / "report"
     folder.mkdir(parents=True, exist_ok=True)
     rows = results(study)
     files = write_table(rows, folder)
     scored = [r for r in rows if r["status"] == "done" and r["score"] is not None]
+    clips = distinct_clips(scored)
     human = _human(study)
     blocks: list[tuple[str, Any]] = []
     done = sum(r["status"] == "done" for r in rows)
+    blocks.append(("p", _PROFILES.get(study.profile, f"Profile: {study.profile}.")))
     blocks.append(
         (
             "p",
-            f"{len(rows)} jobs: {done} done, {len(scored)} scored, "
-            f"{sum(r['status'] == 'failed' for r in rows)} failed, "
+            f"{len(rows)} jobs: {done} done, {len(scored)} scored ({len(clips)} distinct "
+            f"clips), {sum(r['status'] == 'failed' for r in rows)} failed, "
             f"{sum(r['status'] not in ('done', 'failed') for r in rows)} to do.",
         )
     )
-    if any(r["preview"] for r in scored):
+    if len(clips) < len(scored):
+        blocks.append(
+            (
+                "p",
+                f"{len(scored) - len(clips)} scored jobs share their clip with another job "
+                "(same query, LLM, mode, clip generator and seed; only the cover differs): "
+                "each clip counts once in the tables, intervals and tests below.",
+            )
+        )
+    if any(r["preview"] for r in clips):
         blocks.append(
             (
                 "p",
@@ -177,32 +202,52 @@ def write_report(study: Study) -> dict[str, Any]:
         )
 
     by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in scored:
-        by_type[r["type"] or r["query_set"]].append(r)
+    for r in clips:
+        by_type[_group(r)].append(r)
+    failed_by_type = _failed_clips(rows)
     headline: dict[str, Any] = {}
-    for qtype, items in sorted(by_type.items()):
+    for qtype in sorted(set(by_type) | set(failed_by_type)):
         blocks.append(("h2", f"Predicted popularity: {qtype}"))
         table = []
-        for config, values in sorted(_by_config(items).items()):
-            ci = bootstrap_mean(np.array(values))
-            table.append([config, ci.n, _fmt(ci.mean), f"[{_fmt(ci.low)}, {_fmt(ci.high)}]"])
-            headline.setdefault(qtype, {})[config] = ci.mean
+        values_of = _by_config(by_type.get(qtype, []))
+        failed_of = failed_by_type.get(qtype, Counter())
+        for config in sorted(set(values_of) | set(failed_of)):
+            ci = bootstrap_mean(np.array(values_of.get(config, [])))
+            table.append(
+                [
+                    config,
+                    ci.n,
+                    failed_of.get(config, 0),
+                    _fmt(ci.mean),
+                    f"[{_fmt(ci.low)}, {_fmt(ci.high)}]",
+                ]
+            )
+            if ci.n:
+                headline.setdefault(qtype, {})[config] = ci.mean
         if human is not None:
             ci = bootstrap_mean(human)
             table.append(
                 [
                     "human (held-out real videos)",
                     ci.n,
+                    "",
                     _fmt(ci.mean),
                     f"[{_fmt(ci.low)}, {_fmt(ci.high)}]",
                 ]
             )
-        blocks.append(("table", (["configuration", "n", "mean", "95% CI"], table)))
+        blocks.append(("table", (["configuration", "n", "failed", "mean", "95% CI"], table)))
+        blocks.append(
+            (
+                "p",
+                "n: distinct clips scored; failed: queries of the configuration that ended "
+                "without a score (see Failures for why).",
+            )
+        )
     figures = _figures(by_type, human, folder)
 
-    comparisons = _pe_vs_basic(scored)
+    comparisons = _pe_vs_basic(clips)
     if comparisons:
-        blocks.append(("h2", "PE against basic (paired by query, generator and seed)"))
+        blocks.append(("h2", "PE against basic (paired by query, clip generator and seed)"))
         blocks.append(("p", "Sign-flip permutation test, two-sided; effect size Cohen's d_z."))
         blocks.append(
             ("table", (["LLM", "PE mode", "pairs", "mean PE - basic", "d_z", "p"], comparisons))
@@ -211,19 +256,20 @@ def write_report(study: Study) -> dict[str, Any]:
         blocks.append(("h2", _FIGURE_TITLES[name.split(".")[0]]))
         blocks.append(("img", name))
 
-    failures = Counter(r["failed_stage"] for r in rows if r["status"] == "failed")
+    failed_rows = [r for r in rows if r["status"] == "failed"]
+    failures = Counter(r["failed_stage"] for r in failed_rows)
+    reasons = Counter((r["failed_stage"], r.get("reason") or "") for r in failed_rows)
     blocks.append(("h2", "Failures"))
     if failures:
-        examples: dict[str, str] = {}
-        for r in rows:
-            if r["status"] == "failed":
-                examples.setdefault(r["failed_stage"], r["error"])
+        examples: dict[tuple[str, str], str] = {}
+        for r in failed_rows:
+            examples.setdefault((r["failed_stage"], r.get("reason") or ""), r["error"])
         blocks.append(
             (
                 "table",
                 (
-                    ["stage", "jobs", "example"],
-                    [[s, n, examples[s]] for s, n in sorted(failures.items())],
+                    ["stage", "jobs", "reason", "example"],
+                    [[s, n, why, examples[s, why]] for (s, why), n in sorted(reasons.items())],
                 ),
             )
         )
@@ -235,7 +281,66 @@ def write_report(study: Study) -> dict[str, Any]:
     atomic_write_text(folder / "report.html", page.html())
     written = [*files, folder / "report.md", folder / "report.html"]
     written += [folder / f for f in figures for f in (f, f.replace(".png", ".svg"))]
-    return {"files": [str(p) for p in written], "means": headline, "failed": dict(failures)}
+    return {
+        "files": [str(p) for p in written],
+        "profile": study.profile,
+        "means": headline,
+        "clips": len(clips),
+        "failed": dict(failures),
+        "failed_reasons": {f"{s}: {why}" if why else s: n for (s, why), n in reasons.items()},
+    }
+
+
+_PROFILES = {
+    "paper": "Profile: paper (the LLMPopcorn study's conditions: prompts, decoding, PE pool "
+    "restricted to the predictor's test split, presets; see the README's table of profiles).",
+    "popcorn": "Profile: popcorn (Popcorn's own conditions where they differ from the study's; "
+    "see the README's table of profiles).",
+}
+
+
+def clip_identity(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What a job's score depends on: its script (query, LLM, mode, seed, best-of-N, under the
+    study's profile and settings, which all its jobs share) and its clip generator; not its
+    cover generator."""
+    return (
+        row["query_set"],
+        row["query"],
+        row["llm"],
+        row["mode"],
+        row["video"],
+        row["seed"],
+        row.get("candidates") or 1,
+        row.get("profile") or "",
+    )
+
+
+def distinct_clips(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per clip, the first of each :func:`clip_identity`, in the order given."""
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        seen.setdefault(clip_identity(r), r)
+    return list(seen.values())
+
+
+def _group(row: dict[str, Any]) -> str:
+    return str(row["type"] or row["query_set"])
+
+
+def _config(row: dict[str, Any]) -> str:
+    return f"{row['llm']} | {row['mode']} | {row['video']}"
+
+
+def _failed_clips(rows: list[dict[str, Any]]) -> dict[str, Counter[str]]:
+    """Per group and configuration, the clips that no job scored and some job failed (a
+    script that failed counts once, however many covers it was meant for)."""
+    scored = {clip_identity(r) for r in rows if r["status"] == "done" and r["score"] is not None}
+    failed = {clip_identity(r): r for r in rows if r["status"] == "failed"}
+    out: dict[str, Counter[str]] = defaultdict(Counter)
+    for identity, r in failed.items():
+        if identity not in scored:
+            out[_group(r)][_config(r)] += 1
+    return out
 
 
 _FIGURE_TITLES = {
@@ -248,7 +353,7 @@ _FIGURE_TITLES = {
 def _by_config(items: list[dict[str, Any]]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = defaultdict(list)
     for r in items:
-        out[f"{r['llm']} | {r['mode']} | {r['video']}"].append(float(r["score"]))
+        out[_config(r)].append(float(r["score"]))
     return out
 
 
@@ -259,13 +364,16 @@ def _human(study: Study) -> np.ndarray | None:
     return np.array(scores, dtype=np.float64)
 
 
-def _pe_vs_basic(scored: list[dict[str, Any]]) -> list[list[Any]]:
+def _pe_vs_basic(clips: list[dict[str, Any]]) -> list[list[Any]]:
+    """PE against basic over ``clips`` (one row per clip): a pair is one query's PE clip and
+    basic clip from the same clip generator and seed."""
+
     def pair_key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r["query_set"], r["query"], r["video"], r["cover"], r["seed"])
+        return (r["query_set"], r["query"], r["video"], r["seed"])
 
     basic: dict[tuple[Any, ...], dict[tuple[Any, ...], float]] = defaultdict(dict)
     pe: dict[tuple[str, str], dict[tuple[Any, ...], float]] = defaultdict(dict)
-    for r in scored:
+    for r in clips:
         if r["mode"] == "basic":
             basic[(r["llm"],)][pair_key(r)] = float(r["score"])
         else:

@@ -1,17 +1,31 @@
 """Running a study: fill the ledger from the grid, then each stage for every job ready for it.
 
+Before anything runs, a study that scores with a predictor and enhances prompts checks that no
+video PE may show the LLM is in the predictor's retrieval bank (its training and validation
+splits): a script that echoes such a reference would retrieve that very video, with its label,
+into its own score. The paper profile draws references from the predictor's test split only,
+so it always passes; a pool that overlaps is refused (:func:`check_reference_pool`).
+
 Stages run in order over all jobs (every script, then every clip and cover, then every score),
-so each model is loaded once per stage and a GPU holds one stage's models at a time.
+so each model is loaded once per stage and a GPU holds one stage's models at a time. One process
+runs a study at a time: it holds the study folder's lock (``.lock``, with its pid), and a second
+``study run`` is refused with that pid; the lock of a killed run is free again at once.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from popcorn.config import PREDICTOR_META
+from popcorn.errors import UsageError
+from popcorn.runs.lock import LockedError, folder_lock
+from popcorn.safety import one_line
 from popcorn.study.ledger import STAGES, Ledger
 from popcorn.study.spec import Study
 from popcorn.study.stages import Context
@@ -27,17 +41,29 @@ class RunSummary:
     new: int
     recovered: int
     rescored: int
+    profile: str = "popcorn"
     ran: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
+    """Failures of this run, per stage."""
+    failed_jobs: int = 0
+    """Jobs of the study that stand failed once this run ended (this run's or earlier ones)."""
+    first_error: str | None = None
+    """One of those jobs' error, to say what went wrong when all of them failed."""
+
+    @property
+    def all_failed(self) -> bool:
+        return self.jobs > 0 and self.failed_jobs == self.jobs
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "profile": self.profile,
             "jobs": self.jobs,
             "new": self.new,
             "recovered": self.recovered,
             "rescored": self.rescored,
             "ran": dict(self.ran),
             "failed": dict(self.failed),
+            "failed_jobs": self.failed_jobs,
         }
 
 
@@ -50,6 +76,8 @@ def context(study: Study) -> Context:
         runs=str(study.folder / "runs"),
         corpus=str(study.corpus),
         predictor=str(study.predictor) if study.predictor else None,
+        settings=study.settings,
+        media_folders=len(study.videos) * len(study.covers) > 1,
     )
 
 
@@ -59,9 +87,47 @@ def run_study(
     address: str | None = None,
     retry_failed: bool = False,
     progress: Progress | None = None,
+    *,
+    allow_overlap: bool = False,
 ) -> RunSummary:
-    """Run (or resume) every job of ``study``; see the module docstring."""
-    from popcorn.study.executors import LocalExecutor, RayExecutor
+    """Run (or resume) every job of ``study``; see the module docstring.
+
+    Raises :class:`LockedError` naming the other process if the study is already running, and
+    :class:`ReferenceLeakError` if a PE mode's reference pool overlaps the predictor's bank
+    (``allow_overlap`` runs it anyway: only to measure that leak, as benchmarks/pe_leak.py does).
+    """
+    if not allow_overlap:
+        check_reference_pool(study)
+    with ExitStack() as stack:
+        _lock(study, stack)
+        return _run_study(study, executor, address, retry_failed, progress)
+
+
+def _lock(study: Study, stack: ExitStack) -> None:
+    """Hold the study folder's lock until ``stack`` closes, or refuse at once: two runs would
+    do every job twice (and the second would reset the first's running jobs to pending)."""
+    try:
+        stack.enter_context(
+            folder_lock(study.folder, f"study folder {str(study.folder)!r}", wait=0)
+        )
+    except LockedError as err:
+        by = f"process {err.pid}" if err.pid else "another process"
+        raise LockedError(
+            f"the study {study.name!r} is already running in {by}: wait for it to finish "
+            f"('popcorn study status {study.path}' shows its progress) or stop it, then run "
+            "again",
+            err.pid,
+        ) from None
+
+
+def _run_study(
+    study: Study,
+    executor: str,
+    address: str | None,
+    retry_failed: bool,
+    progress: Progress | None,
+) -> RunSummary:
+    from popcorn.study.executors import EXECUTORS
 
     jobs = study.jobs()
     keys = [j.key for j in jobs]
@@ -72,13 +138,10 @@ def run_study(
         if retry_failed:
             ledger.retry_failed()
         scorer = _scorer_id(study)
-        summary = RunSummary(len(jobs), new, recovered, ledger.rescore(keys, scorer))
+        summary = RunSummary(len(jobs), new, recovered, ledger.rescore(keys, scorer), study.profile)
         ctx = context(study)
-        runner = (
-            RayExecutor(ctx, study.concurrency, address)
-            if executor == "ray"
-            else LocalExecutor(ctx, study.concurrency)
-        )
+        extra = {"gpus_per_actor": study.gpus_per_actor} if study.gpus_per_actor != 1 else {}
+        runner = EXECUTORS.create(executor, ctx, study.concurrency, address=address, **extra)
         try:
             for stage in STAGES[:-1]:
                 rows = ledger.ready(stage, keys)
@@ -91,6 +154,10 @@ def run_study(
                 _run_stage(ledger, runner, stage, todo, summary, progress)
         finally:
             runner.close()
+        failed = [r for r in ledger.rows(keys) if r["status"] == "failed"]
+        summary.failed_jobs = len(failed)
+        if failed:
+            summary.first_error = one_line(failed[0]["error"] or "")[:300] or None
         return summary
     finally:
         ledger.close()
@@ -104,9 +171,19 @@ def _run_stage(
     summary: RunSummary,
     progress: Progress | None,
 ) -> None:
+    """Run ``stage`` for ``todo``. Jobs that differ only in their generators share one script:
+    the script stage runs once for them all and its outcome, done or failed, is every one's
+    (run apart, a failed script would be asked for again per cover and could end otherwise)."""
     if not todo:
         return
     ledger.start([j["key"] for j in todo])
+    leaders: dict[tuple[Any, ...], str] = {}
+    followers: dict[str, list[str]] = defaultdict(list)
+    for job in todo:
+        cell = _script_cell(job) if stage == "script" else (job["key"],)
+        leader = leaders.setdefault(cell, job["key"])
+        if leader != job["key"]:
+            followers[leader].append(job["key"])
     count = 0
 
     def tick() -> None:
@@ -116,25 +193,91 @@ def _run_stage(
             progress(stage, count, len(todo))
 
     def done(key: str, fields: dict[str, Any], seconds: float) -> None:
-        ledger.finish(key, stage, fields, seconds)
-        summary.ran[stage] += 1
-        tick()
+        for each, spent in ((key, seconds), *((k, 0.0) for k in followers[key])):
+            ledger.finish(each, stage, fields, spent)
+            summary.ran[stage] += 1
+            tick()
 
-    def fail(key: str, error: str) -> None:
-        ledger.fail(key, stage, error)
-        summary.failed[stage] += 1
-        tick()
+    def fail(key: str, error: str, reason: str = "") -> None:
+        for each in (key, *followers[key]):
+            ledger.fail(each, stage, error, reason)
+            summary.failed[stage] += 1
+            tick()
 
-    runner.run(stage, todo, done, fail)
+    leading = set(leaders.values())
+    runner.run(stage, [j for j in todo if j["key"] in leading], done, fail)
+
+
+def _script_cell(job: dict[str, Any]) -> tuple[Any, ...]:
+    """What a job's script depends on within a study (its settings and profile are the
+    study's): everything but its clip and cover generators."""
+    return (
+        job["query"],
+        job["llm"],
+        job["mode"],
+        job["refs"],
+        job["categories"],
+        job["seed"],
+        job.get("candidates", 1),
+    )
+
+
+class ReferenceLeakError(UsageError):
+    """A PE mode of a scored study could show the LLM videos of the predictor's bank."""
+
+
+def check_reference_pool(study: Study) -> None:
+    """Refuse, in one line naming the fix, a study whose PE modes could show the LLM a video of
+    the scoring predictor's bank (training + validation split). The pool is the same for every
+    N and K, so it is read once; studies without a predictor or without PE have nothing to
+    check."""
+    modes = [m.name for m in study.modes if m.pe and m.refs > 0]
+    if study.predictor is None or not modes:
+        return
+    bank = predictor_bank_ids(study.predictor)
+    if bank is None:
+        return  # no trained predictor: the run stops at _scorer_id, saying so
+    from popcorn.retrieval.enhance import reference_pool_ids
+    from popcorn.study.stages import job_settings
+
+    first = next(m for m in study.modes if m.pe and m.refs > 0)
+    job = {"llm": study.llms[0], "seed": study.seeds[0], **first.to_dict()}
+    pool = reference_pool_ids(job_settings(context(study), job))
+    overlap = pool & bank
+    if overlap:
+        example = min(overlap)
+        raise ReferenceLeakError(
+            f"{study.path.name}: the PE modes ({', '.join(modes)}) would show the LLM videos "
+            f"of the predictor's retrieval bank ({len(overlap)} of the {len(pool)} videos of "
+            f"the reference pool are in its training or validation split, e.g. {example!r}), "
+            "so a script that echoes one could retrieve its label into its own score: use "
+            'profile = "paper" (references from the predictor\'s test split only), or a corpus '
+            "imported with 'popcorn corpus import ... --only-ids FILE' listing only the "
+            "predictor's test-split ids"
+        )
+
+
+def predictor_bank_ids(predictor: Path) -> set[str] | None:
+    """The ids of the predictor's training and validation splits (its retrieval bank, or a
+    superset of it), from ``predictor.json``; None when the folder holds no trained model."""
+    meta_file = predictor / PREDICTOR_META
+    if not meta_file.is_file():
+        return None
+    try:
+        split = json.loads(meta_file.read_text(encoding="utf-8")).get("split")
+        return {str(i) for part in ("train", "val") for i in split[part]}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        raise UsageError(
+            f"{str(meta_file)!r} holds no readable split (train, val and test ids): train the "
+            "predictor again ('popcorn predictor train')"
+        ) from None
 
 
 def _scorer_id(study: Study) -> str | None:
     """The predictor's weights hash, which finished jobs are compared against to rescore."""
     if study.predictor is None:
         return None
-    from popcorn.errors import UsageError
-
-    meta = study.predictor / "predictor.json"
+    meta = study.predictor / PREDICTOR_META
     if not meta.is_file():
         raise UsageError(
             f"the study's predictor {str(study.predictor)!r} holds no trained model: train one "
@@ -156,6 +299,7 @@ def status(study: Study) -> dict[str, Any]:
             overall[state] += 1
             per_config.setdefault(keys[row["key"]].config, Counter())[state] += 1
         return {
+            "profile": study.profile,
             "jobs": len(keys),
             "in_ledger": len(rows),
             "overall": dict(overall),

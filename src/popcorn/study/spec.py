@@ -4,6 +4,8 @@
 
     [study]
     name = "pe-vs-basic"
+    profile = "paper"                                # the study's conditions (the default),
+                                                     # or "popcorn" (popcorn.profiles)
     llms = ["embedded", "deepseek:deepseek-chat"]
     modes = ["basic", "pe:10", "pe:50", "pe:10:2"]   # pe:N[:K] = N references, K categories
     videos = ["preview"]                             # clip generators ("none" for no clip)
@@ -12,32 +14,50 @@
     candidates = 1                                   # > 1: best-of-N per job (needs predictor)
     predictor = "popcorn-predictor"                  # optional: score every clip
     corpus = "popcorn-corpus"                        # needed by pe modes
-    concurrency = 8                                  # LLM calls at once (API backends)
+    concurrency = 8                                  # LLM calls at once (API; hf:/vllm: batch)
+    gpus_per_actor = 1                               # --executor ray: a model actor per GPU
 
     [queries]                                        # name = file (.txt, .csv, .jsonl) or
     abstract = "abstract.txt"                        #        "hf:DATASET_ID" (column prompt,
     concrete = "concrete.csv"                        #        optional type)
 
-Paths are relative to the study file. Every combination is a job whose key hashes exactly what
-changes its output; unknown keys and bad values are errors that name their line.
+    [decoding]                                       # optional: any section of popcorn.toml
+    max_tokens = 2048                                # ([llm], [decoding], [pe], [gate],
+    [media]                                          # [media], [predictor]) for every job;
+    portrait = true                                  # the grid's own values (llms, modes,
+    offload = "model"                                # videos, ...) take precedence
+    [llm]
+    prompts = "my-prompts"                           # other prompt templates (a folder)
+
+Paths are relative to the study file. Settings not in the study file come from popcorn.toml,
+the POPCORN_* environment variables and the defaults, exactly as for ``popcorn generate``, and
+the profile fills what none of them sets (e.g. ``max_tokens``): a value the study file (or
+popcorn.toml, or the environment) gives explicitly wins over the profile's default. Without a
+``profile`` line a study runs the ``paper`` profile, unless ``POPCORN_PROFILE`` or popcorn.toml's
+``[run] profile`` names another.
+Every combination is a job whose key hashes exactly what changes its output (the profile and
+the prompt templates' hash included); unknown keys and bad values are errors that name their
+line.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from popcorn.config import Settings
 from popcorn.errors import UsageError
 from popcorn.generation import QueryItem
+from popcorn.profiles import PROFILE_NAMES
 from popcorn.runs.keys import job_key
 
 _STUDY_KEYS = {
     "name",
+    "profile",
     "llms",
     "modes",
     "videos",
@@ -46,8 +66,10 @@ _STUDY_KEYS = {
     "predictor",
     "corpus",
     "concurrency",
+    "gpus_per_actor",
     "candidates",
 }
+_SETTINGS_SECTIONS = ("llm", "decoding", "pe", "gate", "media", "predictor")
 _MODE = re.compile(r"^(basic|pe:(\d+)(?::(\d+))?)$")
 
 
@@ -73,9 +95,15 @@ class Mode:
             raise ValueError(f"mode {text!r} is not 'basic' or 'pe:N' or 'pe:N:K'")
         if found.group(1) == "basic":
             return cls("basic")
+        from popcorn.config import PESettingsModel, int_limits
+
         refs, categories = int(found.group(2)), int(found.group(3) or 1)
-        if refs > 500 or not 1 <= categories <= 50:
-            raise ValueError(f"mode {text!r}: N must be 0-500 and K 1-50")
+        (n_low, n_high), (k_low, k_high) = (
+            int_limits(PESettingsModel, "refs"),
+            int_limits(PESettingsModel, "categories"),
+        )
+        if not n_low <= refs <= n_high or not k_low <= categories <= k_high:
+            raise ValueError(f"mode {text!r}: N must be {n_low}-{n_high} and K {k_low}-{k_high}")
         return cls(text.strip(), refs, categories)
 
 
@@ -92,6 +120,13 @@ class Job:
     cover: str
     seed: int
     candidates: int = 1
+    settings: str = ""
+    """A digest of the study's settings that change outputs, when they are not the defaults."""
+    profile: str = "popcorn"
+    """The profile the job runs under (:mod:`popcorn.profiles`)."""
+    prompts: str = ""
+    """The version (hash) of the prompt templates the job's mode uses; "" for the wording
+    Popcorn's prompts had before templates were files."""
 
     @property
     def key(self) -> str:
@@ -108,6 +143,15 @@ class Job:
         }
         if self.candidates > 1:  # absent at 1, so studies without best-of-N keep their keys
             inputs["candidates"] = self.candidates
+        if self.settings:  # likewise absent with default settings
+            inputs["settings"] = self.settings
+        # Absent for ``popcorn``: the conditions every study ran under before profiles existed,
+        # so a study file that says ``profile = "popcorn"`` keeps the keys it had. A study that
+        # now runs the paper profile gets new keys, as it should: its outputs differ.
+        if self.profile != "popcorn":
+            inputs["profile"] = self.profile
+        if self.prompts:  # other wording (a profile's, a study's own folder): other outputs
+            inputs["prompts"] = self.prompts
         return inputs
 
     @property
@@ -130,6 +174,19 @@ class Study:
     corpus: Path
     concurrency: int
     candidates: int = 1
+    gpus_per_actor: float = 1.0
+    """``--executor ray``: GPUs per model actor (0.5: two actors share a GPU)."""
+    settings: Settings = field(default_factory=Settings)
+    """Everything else every job runs with (LLM options, decoding, PE embedder, media), under
+    the study's profile (``settings.run.profile``)."""
+    prompts: dict[str, str] = field(default_factory=dict)
+    """Mode (basic, pe) -> the version of its prompt templates, "" for the legacy wording
+    (:func:`prompt_versions`)."""
+
+    @property
+    def profile(self) -> str:
+        """``paper`` (the LLMPopcorn study's conditions) or ``popcorn`` (ours)."""
+        return self.settings.run.profile
 
     @property
     def folder(self) -> Path:
@@ -140,6 +197,7 @@ class Study:
         """Every combination, in a stable order (query sets and queries as in their files)."""
         items = [(name, item) for name, found in self.queries.items() for item in found]
         grid = itertools.product(items, self.llms, self.modes, self.videos, self.covers, self.seeds)
+        digest = settings_digest(self.settings)
         return [
             Job(
                 name,
@@ -151,9 +209,43 @@ class Study:
                 cover,
                 seed,
                 self.candidates,
+                digest,
+                self.profile,
+                self.prompts.get("pe" if mode.pe else "basic", ""),
             )
             for (name, item), llm, mode, video, cover, seed in grid
         ]
+
+
+def settings_digest(settings: Settings) -> str:
+    """A hash of the settings that change a job's outputs beyond its grid cell; "" when they
+    are the defaults (so studies written before settings existed keep their keys)."""
+
+    def relevant(s: Settings) -> dict[str, Any]:
+        llm = s.llm.model_dump(
+            mode="json", exclude={"spec", "timeout", "retries", "n_gpu_layers", "device_map"}
+        )
+        if llm.get("prompts") is None:  # a later setting: unset, it leaves digests as they were
+            llm.pop("prompts", None)
+        media = s.media.model_dump(
+            mode="json",
+            exclude={
+                "video",
+                "cover",
+                "device",
+                "offload",
+                "unload_stages",
+                "vae_tiling",
+                "vae_slicing",
+            },
+        )
+        decoding = s.decoding.model_dump(mode="json", exclude={"seed"})
+        return {"llm": llm, "decoding": decoding, "media": media, "embedder": s.pe.embedder}
+
+    found = relevant(settings)
+    if settings.gate != Settings().gate:  # a later section: at its defaults, keys stay
+        found["gate"] = settings.gate.model_dump(mode="json")
+    return "" if found == relevant(Settings()) else job_key(found)
 
 
 def load_study(path: Path | str) -> Study:
@@ -176,13 +268,23 @@ def load_study(path: Path | str) -> Study:
         return UsageError(f"{path.name} line {_line_of(text, key)}: {message}")
 
     for section in data:
-        if section not in ("study", "queries"):
-            raise fail(section, f"unknown section or key {section!r} (expected [study], [queries])")
+        if section not in ("study", "queries", *_SETTINGS_SECTIONS):
+            known = ", ".join(f"[{name}]" for name in ("study", "queries", *_SETTINGS_SECTIONS))
+            raise fail(section, f"unknown section or key {section!r} (expected {known})")
     study = data.get("study", {})
     for key in study:
         if key not in _STUDY_KEYS:
             known = ", ".join(sorted(_STUDY_KEYS))
             raise fail(key, f"unknown key {key!r} in [study] (known: {known})")
+    profile = study.get("profile")
+    if profile is not None and profile not in PROFILE_NAMES:
+        choices = " or ".join(repr(p) for p in PROFILE_NAMES)
+        raise fail("profile", f"unknown profile {profile!r} (choose {choices})")
+    settings = _settings(data, fail, profile, path.parent)
+    try:
+        prompts = prompt_versions(settings)
+    except UsageError as err:
+        raise fail("prompts", str(err)) from None
 
     def strings(key: str, default: list[str]) -> tuple[str, ...]:
         value = study.get(key, default)
@@ -209,6 +311,14 @@ def load_study(path: Path | str) -> Study:
     if not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
         raise fail("concurrency", "concurrency must be an integer from 1 to 64")
 
+    gpus_per_actor = study.get("gpus_per_actor", 1)
+    if (
+        isinstance(gpus_per_actor, bool)
+        or not isinstance(gpus_per_actor, int | float)
+        or not 0 < gpus_per_actor <= 64
+    ):
+        raise fail("gpus_per_actor", "gpus_per_actor must be a number above 0 and at most 64")
+
     base = path.parent
     predictor = study.get("predictor")
     if predictor is not None and not isinstance(predictor, str):
@@ -218,6 +328,14 @@ def load_study(path: Path | str) -> Study:
         raise fail("candidates", "candidates must be an integer from 1 to 64")
     if candidates > 1 and (predictor is None or "none" in videos):
         raise fail("candidates", "best-of-N (candidates > 1) needs a predictor and clips")
+    if candidates > 1 and len(videos) * len(covers) > 1:
+        # Best-of-N renders its candidates inside the script stage, in the candidates' own run
+        # folders, which every (clip, cover) pair of the job would share and overwrite.
+        raise fail(
+            "candidates",
+            "best-of-N (candidates > 1) takes one clip and one cover generator: split the "
+            "study into one file per generator pair",
+        )
     corpus = study.get("corpus", "popcorn-corpus")
     if not isinstance(corpus, str):
         raise fail("corpus", "corpus must be a folder path")
@@ -248,8 +366,52 @@ def load_study(path: Path | str) -> Study:
         predictor=(base / predictor).resolve() if predictor else None,
         corpus=(base / corpus).resolve(),
         concurrency=concurrency,
+        gpus_per_actor=float(gpus_per_actor),
         candidates=candidates,
+        settings=settings,
+        prompts=prompts,
     )
+
+
+def _settings(data: dict[str, Any], fail: Any, profile: str | None, base: Path) -> Settings:
+    """popcorn.toml, the environment and defaults, under the study file's own sections; the
+    study's ``profile`` (else the ``paper`` profile, unless popcorn.toml or the environment name
+    one) fills what none of them sets. A prompt folder is relative to the study file."""
+    from popcorn.config import load_settings
+    from popcorn.errors import ConfigError
+
+    sections: dict[str, Any] = {name: data[name] for name in _SETTINGS_SECTIONS if name in data}
+    for name, values in sections.items():
+        if not isinstance(values, dict):
+            raise fail(name, f"[{name}] must be a table of settings")
+    prompts = sections.get("llm", {}).get("prompts")
+    if isinstance(prompts, str):
+        sections["llm"] = {**sections["llm"], "prompts": str(base / Path(prompts).expanduser())}
+    flags = {**sections, "run": {"profile": profile}}  # the study file's own word wins
+    try:
+        return load_settings(None, flags, profile="paper")
+    except ConfigError as err:
+        where = next(iter(sections), "study")
+        raise fail(where, str(err).removeprefix("command line: ")) from None
+
+
+def prompt_versions(settings: Settings) -> dict[str, str]:
+    """Mode -> the version of the prompt templates its jobs send (``[llm] prompts``, else the
+    profile's packaged folder): a hash of the files, so other wording gives other job keys;
+    "" for the wording studies ran with before templates were files (their keys stay)."""
+    from popcorn.llm.prompts import PromptTemplates
+
+    folder = settings.llm.prompts
+    templates = (
+        PromptTemplates.load(folder)
+        if folder is not None
+        else PromptTemplates.packaged_for(settings.profile.prompts)
+    )
+    versions = {}
+    for mode in ("basic", "pe"):
+        version = templates.version(mode)
+        versions[mode] = version if version == f"{mode}-{templates.digest(mode)[:24]}" else ""
+    return versions
 
 
 def _check_llms(llms: tuple[str, ...], fail: Any) -> None:
@@ -289,7 +451,7 @@ def _hub_queries(dataset_id: str) -> list[QueryItem]:
         import datasets
     except ImportError:
         raise UsageError(
-            "reading queries from the hub needs: pip install 'popcorn[data]'"
+            "reading queries from the hub needs: pip install 'popcorn-video[data]'"
         ) from None
     try:
         table = datasets.load_dataset(dataset_id, split="train")

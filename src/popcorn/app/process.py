@@ -1,0 +1,198 @@
+"""The model process: the app's model work (LLMs, the PE index, renderers, the predictor) runs in
+a child process, so a crash of a native library (llama.cpp, torch) ends one request with an
+error instead of the whole app and its queue.
+
+The parent (:class:`ModelProcess`) sends one request at a time over a pipe; the child answers
+with stage progress, each mode's result or error, and an end mark. Models stay loaded in the
+child between requests (:class:`Models`); when the child dies the parent starts a fresh one for
+the next request. The child is started with ``spawn``: a fork of the app's threads could
+deadlock, and CUDA cannot be used after a fork.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+from collections import OrderedDict
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+from popcorn.errors import PopcornError
+
+if TYPE_CHECKING:
+    from popcorn.app.work import AppConfig, Request
+    from popcorn.pipeline import Pipeline
+
+MODES = ("basic", "pe")
+GENERATORS_KEPT = 4
+"""Generators (LLM + PE settings) kept loaded; the least recently used beyond this is dropped.
+The LLM weights and the PE index are shared between them, so each costs little."""
+
+Progress = Callable[[str, str], None]
+
+_HINTS = {
+    signal.SIGILL: (
+        ": a native library ran a CPU instruction this machine lacks; rebuild the embedded "
+        "LLM with 'bash scripts/setup.sh'"
+    ),
+    signal.SIGKILL: ": the system may have run out of memory",
+}
+
+
+class ModelProcessDied(PopcornError):
+    """The model process ended while working on a request."""
+
+
+def exit_reason(exitcode: int | None) -> str:
+    """How the model process ended, for the request it was working on."""
+    if exitcode is None:
+        return "the model process stopped answering"
+    if exitcode >= 0:
+        return f"the model process exited with code {exitcode}"
+    try:
+        sig = signal.Signals(-exitcode)
+    except ValueError:
+        return f"the model process crashed (signal {-exitcode})"
+    detail = (signal.strsignal(sig) or "").lower()
+    return f"the model process crashed ({sig.name}, {detail}){_HINTS.get(sig, '')}"
+
+
+class ModelProcess:
+    """The parent's handle on one child; :meth:`receive` raises :class:`ModelProcessDied`."""
+
+    def __init__(self, config: AppConfig) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_end = context.Pipe()
+        self._process = context.Process(
+            target=serve_requests, args=(config, child_end), name="popcorn-models", daemon=True
+        )
+        self._process.start()
+        child_end.close()  # only the child holds it now, so its death reads as end-of-file
+
+    @property
+    def alive(self) -> bool:
+        return self._process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def send(self, request: Request) -> None:
+        try:
+            self._conn.send(request)
+        except OSError:
+            raise ModelProcessDied(self._reason()) from None
+
+    def receive(self) -> tuple[Any, ...]:
+        """The child's next message; waits as long as the child lives."""
+        while True:
+            if self._conn.poll(0.5):
+                try:
+                    message: tuple[Any, ...] = self._conn.recv()
+                    return message
+                except (EOFError, OSError):
+                    break
+            # A message sent just before the child died is still read first.
+            if not self._process.is_alive() and not self._conn.poll(0):
+                break
+        raise ModelProcessDied(self._reason())
+
+    def _reason(self) -> str:
+        self._process.join(10)
+        return exit_reason(self._process.exitcode)
+
+    def close(self) -> None:
+        """Ask the child to finish, and stop it if it does not within a few seconds."""
+        with contextlib.suppress(OSError):  # it may be gone already
+            self._conn.send(None)
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        self._conn.close()
+
+
+def serve_requests(config: AppConfig, conn: Connection) -> None:
+    """The child's loop: run each request sent until the parent sends None or goes away."""
+    from popcorn.errors import error_line
+
+    # Ctrl-C in the terminal reaches the whole process group; the parent decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    models = Models(config)
+
+    def progress(name: str, state: str) -> None:
+        conn.send(("stage", name, state))
+
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        for mode in MODES:
+            try:
+                result = models.run_mode(request, mode, progress)
+            except Exception as error:  # the request's error; the process serves the next one
+                conn.send(("error", mode, error_line(error)))
+            else:
+                conn.send(("result", mode, result))
+        conn.send(("end",))
+
+
+class Models:
+    """What the child keeps loaded: a few pipelines, one per LLM and PE setting (least recently
+    used dropped first); they share the LLM weights, the PE index and the predictor."""
+
+    def __init__(self, config: AppConfig, keep: int = GENERATORS_KEPT) -> None:
+        self.config = config
+        self.keep = keep
+        self.settings = config.pipeline_settings()
+        self._pipelines: OrderedDict[tuple[str, str, int, int], Pipeline] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pipelines)
+
+    def pipeline(self, request: Request, mode: str) -> Pipeline:
+        """The pipeline for ``request``'s LLM and ``mode``, with its generators as media."""
+        from popcorn.pipeline import Pipeline
+
+        r = request
+        # Basic ignores N and K: one pipeline serves every setting of it.
+        key = (r.llm, mode, r.refs, r.categories) if mode == "pe" else (r.llm, mode, 0, 0)
+        found = self._pipelines.get(key)
+        if found is None:
+            s = self.settings
+            settings = s.model_copy(
+                update={
+                    "llm": s.llm.model_copy(update={"spec": r.llm}),
+                    "pe": s.pe.model_copy(update={"refs": r.refs, "categories": r.categories}),
+                }
+            )
+            found = self._pipelines[key] = Pipeline(settings, pe=mode == "pe")
+            while len(self._pipelines) > self.keep:
+                self._pipelines.popitem(last=False)
+        self._pipelines.move_to_end(key)
+        return found.with_media(video=r.video, cover=r.cover)
+
+    def run_mode(self, request: Request, mode: str, progress: Progress) -> dict[str, Any]:
+        """Script, media and score of one mode; ``progress(stage, state)`` tells the page."""
+        from popcorn.app.work import describe_run
+
+        r = request
+        pipeline = self.pipeline(r, mode)
+        if r.candidates > 1 and pipeline.predictor is not None:
+            progress(f"{mode}: script", "running")
+            outcome = pipeline.best_of(r.query, r.candidates, 2)
+            for step in ("script", "media", "score"):
+                progress(f"{mode}: {step}", "done")
+            result = describe_run(outcome.winner.result.run_dir)
+            # The page needs the candidates' run names, never the server's folders.
+            result["candidates"] = [
+                {**c.to_dict(), "run_dir": c.result.run_dir.name} for c in outcome.candidates
+            ]
+            return result
+        done = pipeline.run(r.query, on_step=lambda step, state: progress(f"{mode}: {step}", state))
+        return describe_run(done.run_dir)
