@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from popcorn.media import diffusion
 from popcorn.media.diffusion import PRESETS, DiffusersVideo, MemoryOptions
 from popcorn.script import Script
 
@@ -108,8 +107,7 @@ def main() -> None:
                 pipe.vae.enable_tiling()
             else:
                 pipe.vae.disable_tiling()
-            key = (preset.pipeline, backend.model, "cuda", str(torch.bfloat16), memory)
-            diffusion._pipelines[key] = pipe  # the built pipeline stands in for a loaded one
+            backend.adopt(pipe)  # the built pipeline stands in for a loaded one
             spec = (
                 preset.spec
                 if args.steps is None

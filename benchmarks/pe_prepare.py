@@ -32,7 +32,7 @@ from popcorn.retrieval.corpus import import_microlens
 from popcorn.retrieval.embedders import Embedder
 from popcorn.retrieval.enhance import Enhancer, PESettings
 from popcorn.retrieval.index import build_index
-from popcorn.retrieval.search import POPULAR_SHARE, Reference, split_counts
+from popcorn.retrieval.search import Reference, split_counts
 from popcorn.retrieval.synthetic import CATEGORIES, generate_microlens
 
 SUBJECTS = [s for _, subjects, _, _ in CATEGORIES for s in subjects]
@@ -58,7 +58,7 @@ def study_recipe(raw: Path, embedder: Embedder, query: str, refs: int) -> list[d
     vectors = embedder.encode([v.text() for v in videos])
     distances = ((vectors - q) ** 2).sum(axis=1)  # exact L2, as a flat index computes it
     by_comments = sorted(range(len(videos)), key=lambda i: -videos[i].comment_count)
-    popular = set(by_comments[: int(np.ceil(len(videos) * POPULAR_SHARE))])
+    popular = set(by_comments[: split_counts(len(videos))[0]])
     want_pop, want_unpop = split_counts(refs)
     order = np.argsort(distances)
     pop = [i for i in order if i in popular][:want_pop]

@@ -390,3 +390,21 @@ def test_animatediff_reads_a_long_video_prompt_in_windows(cli, tmp_path: Path):
     window = stage["video"]["settings"]["prompt_window"]
     assert window["long"] and window["read"] == window["tokens"] and window["windows"] > 1
     assert stage["warnings"] == [] and probe(run / "clip.mp4").frames == 6
+
+
+def test_an_adopted_pipeline_renders_without_loading(tiny_ltx: Path, tmp_path: Path):
+    # How the GPU benchmark stands a pipeline built from a published config in for a download.
+    from popcorn.media import diffusion
+    from popcorn.media.base import VideoSpec
+    from popcorn.media.diffusion import PRESETS, DiffusersVideo, MemoryOptions
+
+    memory = MemoryOptions(device="cpu", dtype="float32")
+    built = DiffusersVideo(PRESETS["ltx"], model=str(tiny_ltx), memory=memory).pipeline()
+    stand_in = DiffusersVideo(PRESETS["ltx"], model="built-in-memory", memory=memory)
+    stand_in.adopt(built)
+    spec = VideoSpec(width=32, height=32, frames=9, fps=8, steps=2)
+    clip = stand_in.render(SCRIPT, spec, tmp_path / "clip.mp4")
+    assert diffusion.loads["built-in-memory"] == 0
+    assert stand_in.pipeline() is built
+    assert clip.frames == 9 and probe(tmp_path / "clip.mp4").frames == 9
+    assert diffusion.release("video") >= 2

@@ -534,9 +534,9 @@ class DiffusersModel:
             if find_spec("bitsandbytes") is None:
                 raise MissingDependencyError("bitsandbytes", "quant", "--quantize")
 
-    def pipeline(self) -> Any:
+    def _key(self) -> tuple[Any, ...]:
         device, dtype = self.memory.resolve()
-        key = (
+        return (
             self.role,
             self.pipeline_class,
             self.model,
@@ -545,6 +545,16 @@ class DiffusersModel:
             self.memory,
             self.four_bit,
         )
+
+    def adopt(self, pipe: Any) -> None:
+        """Use ``pipe``, already built and placed, instead of loading this backend's model (for
+        benchmarks that build full-size models from their configs with random weights)."""
+        with _lock:
+            _pipelines[self._key()] = pipe
+
+    def pipeline(self) -> Any:
+        device, dtype = self.memory.resolve()
+        key = self._key()
         with _lock:
             if key not in _pipelines:
                 from popcorn.progress import logged_load

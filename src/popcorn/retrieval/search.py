@@ -37,8 +37,6 @@ from popcorn.retrieval.embedders import Embedder
 from popcorn.retrieval.index import Index, rebuild_command
 from popcorn.safety import one_line
 
-POPULAR_SHARE = 0.9
-"""The share of a routed pool that is popular (rounded towards popular: see split_counts)."""
 NAME_WEIGHT = 0.2
 """In content routing, the weight of the category name's similarity; the rest goes to the
 similarity with the centroid of the category's videos (see benchmarks/routing.py)."""
