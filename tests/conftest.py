@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -147,6 +148,13 @@ class FaultProxy:
             "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
         }
         self.faults.append((200, {}, json.dumps(reply)))
+
+    def settings(self, runs: Path, profile: Any = "popcorn") -> Any:
+        """Settings for ``openai:m`` behind this endpoint, writing runs under ``runs``."""
+        from popcorn.config import load_settings
+
+        flags = {"llm": {"spec": "openai:m", "base_url": self.url}, "run": {"out": str(runs)}}
+        return load_settings(flags=flags, profile=profile)
 
 
 def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:

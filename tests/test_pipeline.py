@@ -235,13 +235,10 @@ def test_an_unknown_generator_lists_the_plugins_too(cli, install_plugin, tmp_pat
 
 
 def test_pipeline_steps_return_typed_results(fault_proxy: FaultProxy, tmp_path: Path):
-    from popcorn.config import load_settings
     from popcorn.pipeline import MediaResult, Pipeline, RunResult
 
     fault_proxy.answer_next(json.dumps(SCRIPT))
-    settings = load_settings(
-        None, {"llm": {"spec": "openai:m", "base_url": fault_proxy.url}, "run": {"out": "runs"}}
-    )
+    settings = fault_proxy.settings(tmp_path / "runs")
     steps: list[tuple[str, str]] = []
     pipeline = Pipeline(settings)
     result = pipeline.run(QUERY, on_step=lambda step, state: steps.append((step, state)))

@@ -160,13 +160,7 @@ def test_popcorn_request_carries_sampling_and_the_schema(tmp_path: Path, fault_p
 def test_paper_api_request_is_the_model_and_the_messages_only(
     tmp_path: Path, fault_proxy: FaultProxy
 ):
-    settings = load_settings(
-        flags={
-            "llm": {"spec": "openai:m", "base_url": fault_proxy.url},
-            "run": {"out": str(tmp_path / "runs")},
-        },
-        profile="paper",
-    )
+    settings = fault_proxy.settings(tmp_path / "runs", profile="paper")
     fault_proxy.answer_next("Step 1: ramen videos work when ...\n\n" + json.dumps(SCRIPT))
     result = Pipeline(settings, score="never").script(QUERY)
     assert result.script.title == SCRIPT["title"]

@@ -139,13 +139,7 @@ def test_generate_json_shows_the_gate(cli, fault_proxy: FaultProxy):
 def test_the_paper_profile_records_the_verdict_but_keeps_the_answer(
     tmp_path: Path, fault_proxy: FaultProxy
 ):
-    settings = load_settings(
-        flags={
-            "llm": {"spec": "openai:m", "base_url": fault_proxy.url},
-            "run": {"out": str(tmp_path / "runs")},
-        },
-        profile="paper",
-    )
+    settings = fault_proxy.settings(tmp_path / "runs", profile="paper")
     assert settings.gate.enabled is False
     fault_proxy.answer_next(json.dumps(TALKING_BACK))
     pipeline = Pipeline(settings, score="never")
