@@ -149,3 +149,17 @@ def test_a_failing_llm_is_shown_and_the_app_keeps_serving(app_url: str):
     assert first["status"] == "done", first["errors"]
     assert first["results"]["basic"]["title"]
     assert httpx.get(f"{app_url}/api/options").status_code == 200  # still serving
+
+
+def test_a_request_is_cancelled_from_the_page(browser, app_url: str):
+    page = browser.new_page()
+    page.goto(app_url)
+    assert not page.is_visible("#cancel")  # nothing to cancel yet
+    page.fill("#query", "A dog learning to surf")
+    page.click("#run")
+    page.click("#cancel")  # waits for the button to show, as it does once the request is sent
+    page.wait_for_selector("#message:text('Cancelled.')", timeout=60_000)
+    assert page.is_enabled("#run") and not page.is_visible("#cancel")
+    assert "cancelled" in page.inner_text("#basic .err")
+    assert httpx.get(f"{app_url}/api/health").json()["ok"] is True
+    page.close()

@@ -41,9 +41,8 @@ def test_jsonl_objects_and_strings(tmp_path: Path):
     ("name", "content", "message"),
     [
         ("q.csv", "title,type\nx,y\n", "no 'prompt' column"),
-        ("q.jsonl", '{"prompt": "ok"}\n{broken\n', "line 2: not JSON"),
-        ("q.txt", "ok\n" + "x" * 2001 + "\n", "line 2: the query has 2,001 characters"),
         ("q.txt", "\n# only comments\n", "no queries"),
+        ("q.jsonl", "{broken\n", "no usable queries in q.jsonl: line 1: not JSON"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path: Path, name: str, content: str, message: str):
@@ -51,6 +50,26 @@ def test_bad_files_name_the_problem(tmp_path: Path, name: str, content: str, mes
     f.write_text(content)
     with pytest.raises(UsageError, match=message):
         read_queries(f)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("q.jsonl", '{"prompt": "ok"}\n{broken\n', "q.jsonl line 2: not JSON"),
+        ("q.txt", "ok\n" + "x" * 2001 + "\n", "q.txt line 2: the query has 2,001 characters"),
+        ("q.jsonl", '"ok"\n""\n', "q.jsonl line 2: the query is empty"),
+        ("q.jsonl", '"ok"\n{"title": "x"}\n', "q.jsonl line 2: no 'prompt' key (keys: title)"),
+    ],
+)
+def test_a_bad_row_is_refused_alone_with_its_line(
+    tmp_path: Path, name: str, content: str, message: str
+):
+    f = tmp_path / name
+    f.write_text(content)
+    items = read_queries(f)
+    assert [i.query for i in items] == ["ok"]
+    assert [r.line for r in items.refused] == [2]
+    assert items.refused[0].reason.startswith(message), items.refused[0].reason
 
 
 def test_missing_file_is_named(tmp_path: Path):

@@ -378,16 +378,47 @@ def user_config_file(environ: Mapping[str, str] | None = None) -> Path:
     return base / "popcorn" / "config.toml"
 
 
+SETTINGS_FILE_LIMIT = 2**20
+"""The most bytes a settings file (popcorn.toml, the user file, a study file) may hold: far
+above any real one, and what keeps ``/dev/zero`` or a planted huge file from filling memory."""
+
+
+def read_settings_text(path: Path) -> str:
+    """The text of the settings file ``path``: a regular file of UTF-8 text (a leading BOM is
+    dropped) of at most :data:`SETTINGS_FILE_LIMIT` bytes. Raises ``OSError`` when it cannot
+    be read and ``ValueError`` with a short reason for what is refused (a FIFO, a device, a
+    binary file, UTF-16)."""
+    from popcorn._io import read_bytes
+
+    data = read_bytes(path, SETTINGS_FILE_LIMIT)
+    if b"\x00" in data:
+        raise ValueError("it holds NUL bytes (a binary file, or UTF-16 text): save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"it is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads``; nesting too deep for the parser is a ``TOMLDecodeError`` too."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("arrays or tables nested too deeply to read") from None
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        data = parse_toml(read_settings_text(path))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {str(path)!r}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
     except OSError as err:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {err.strerror}") from None
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(f"cannot read config file {str(path)!r}: {reason}") from None
+    except ValueError as err:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {err}") from None
     for section, values in data.items():
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: '{section}' must be a [section] table")

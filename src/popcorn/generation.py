@@ -51,9 +51,14 @@ MAX_QUERY_CHARS = 2000
 DEFAULT_OUT = Path("popcorn-runs")
 
 
-def validate_query(query: str) -> str:
-    """The query, stripped; ``UsageError`` if it is empty or too long."""
-    cleaned = " ".join(str(query).split())
+def validate_query(query: object) -> str:
+    """The query, its whitespace folded; ``UsageError`` if it is not text, is empty or too
+    long, or is not valid Unicode text (a lone surrogate: ``\\xff`` in a command line, which
+    Python keeps as an escape, or half of a pair escaped in JSON). Such text could be written
+    to no manifest and shown on no terminal, so it is refused here, before anything runs."""
+    if not isinstance(query, str):
+        raise UsageError(f"the query is {_kind(query)}, not text")
+    cleaned = " ".join(query.split())
     if not cleaned:
         raise UsageError(
             "the query is empty: describe the video you want, e.g. 'A cat learning to skateboard'"
@@ -62,7 +67,40 @@ def validate_query(query: str) -> str:
         raise UsageError(
             f"the query has {len(cleaned):,} characters; the limit is {MAX_QUERY_CHARS:,}"
         )
+    try:
+        cleaned.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise UsageError(
+            f"the query is not valid text: character {err.start + 1} is a byte that is not "
+            "UTF-8 or half of a surrogate pair; write the query in UTF-8"
+        ) from None
     return cleaned
+
+
+def printable_query(query: object, limit: int = 80) -> str:
+    """``query`` as one safe line to show or record, whatever it holds: lone surrogates
+    escaped (they cannot be encoded), control characters dropped, cut to ``limit``."""
+    from popcorn.safety import one_line
+
+    if not isinstance(query, str):
+        return f"<{_kind(query)}>"
+    text = one_line(query.encode("utf-8", "backslashreplace").decode("utf-8"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _kind(value: object) -> str:
+    """What a JSON value is, in words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
 
 
 @dataclass(frozen=True)
@@ -561,9 +599,14 @@ class Generator:
         """
         report = BatchReport()
         unique: list[QueryItem] = []
+        refused: list[tuple[QueryItem, UsageError]] = []
         seen: set[str] = set()
         for item in items:
-            query = validate_query(item.query)
+            try:
+                query = validate_query(item.query)
+            except UsageError as err:
+                refused.append((item, err))  # refused alone: the other queries still run
+                continue
             if query in seen:
                 report.duplicates += 1
                 continue
@@ -589,6 +632,8 @@ class Generator:
             except (GenerationError, ProviderError, LockedError) as err:
                 return err
 
+        for item, error in refused:
+            settle(QueryItem(printable_query(item.query), item.tags), error)
         if workers == 1:
             for item in unique:
                 if stop.is_set():

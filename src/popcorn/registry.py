@@ -12,18 +12,52 @@ The entry point's name is the component's name; its target is the factory (a cla
 function), imported only when the component is built or described. A factory may carry a
 ``summary`` attribute (else its docstring's first line) and a ``model`` attribute, which
 ``popcorn generators`` shows. See docs/design/pipeline.md for a worked example.
+
+A broken plugin (its module does not import, its entry point names nothing, its package's
+``entry_points.txt`` cannot be read) takes down only itself: the registry still lists it, its
+listing line says why it is broken, and only asking for that component raises
+:class:`PluginError`, one line naming the plugin, its entry point and the error.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import import_module
-from importlib.metadata import entry_points
+from importlib.metadata import distributions
+from types import ModuleType
 from typing import Any
 
 from popcorn.errors import PopcornError, UsageError
+from popcorn.safety import one_line
+
+_SHOWN = 300
+"""Characters of a plugin's own text (its summary, its error) that listings and errors quote."""
+
+
+class PluginError(PopcornError):
+    """An installed plugin cannot be imported or built; the message names it and its entry
+    point, so the user knows what to fix or uninstall."""
+
+
+def brief(text: Any, limit: int = _SHOWN) -> str:
+    """``text`` from a plugin (a docstring, an error) as one short, terminal-safe line."""
+    line = one_line(text)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def describe_error(err: BaseException) -> str:
+    """``Type: message`` of an error raised by a plugin's own code, on one short line."""
+    text = brief(err)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+# The (entry-point group, distribution) whose module is being imported: components that module
+# registers while it loads (e.g. through popcorn.llm.registry.provider) are that plugin's.
+_importing: ContextVar[tuple[str, str] | None] = ContextVar("popcorn_importing", default=None)
 
 
 @dataclass
@@ -36,25 +70,74 @@ class Entry:
     details: dict[str, Any] = field(default_factory=dict)
     plugin: str | None = None
     """The distribution that registered it through an entry point (None for built-ins)."""
+    group: str = ""
+    """The entry-point group a plugin registered it under."""
+    value: str = ""
+    """The plugin's entry point as written (``module:attribute``), for messages."""
+    error: str | None = None
+    """Why it cannot be loaded (``Type: message``), once that was found; None while it may be."""
+
+    def origin(self) -> str:
+        """Where a plugin's component comes from, for messages."""
+        if self.plugin is None:
+            return "popcorn"
+        point = f"entry point '{self.name} = {self.value}'" if self.value else "a registration"
+        return f"plugin {self.plugin!r}, {point} in {self.group}"
+
+    def broken_message(self) -> str:
+        """The one line an attempt to use a broken plugin's component ends with."""
+        fix = f"; fix or uninstall it (pip uninstall {self.plugin})" if self.plugin else ""
+        return f"{self.name!r} ({self.origin()}) is broken: {self.error}{fix}"
 
     def load(self) -> Callable[..., Any]:
-        if isinstance(self.target, str):
-            module, _, attribute = self.target.partition(":")
-            try:
-                loaded: Any = import_module(module)
-                for part in attribute.split(".") if attribute else ():
-                    loaded = getattr(loaded, part)
-            except (ImportError, AttributeError) as err:
-                where = f"plugin {self.plugin!r}" if self.plugin else "popcorn"
-                raise PopcornError(
-                    f"{self.name!r} ({where}) cannot be loaded from {self.target!r}: {err}"
-                ) from None
-            self.target = loaded
-        factory: Callable[..., Any] = self.target  # type: ignore[assignment]
+        """The factory, imported on first use; :class:`PluginError` if a plugin's import fails
+        (remembered: the module is not run again for each question)."""
+        if self.error is not None:
+            raise PluginError(self.broken_message())
+        target = self.target
+        factory: Callable[..., Any] = self._import(target) if isinstance(target, str) else target
+        self.target = factory
         if not self.summary:
-            doc = getattr(factory, "summary", None) or (factory.__doc__ or "").strip()
-            self.summary = str(doc).strip().splitlines()[0] if doc else ""
+            self.summary = self._summary(factory)
         return factory
+
+    def _import(self, target: str) -> Any:
+        module, _, attribute = target.partition(":")
+        token = _importing.set((self.group, self.plugin) if self.plugin else None)
+        try:
+            loaded: Any = import_module(module)
+            for part in attribute.split(".") if attribute else ():
+                loaded = getattr(loaded, part)
+            if callable(loaded) or isinstance(loaded, ModuleType):
+                if self.plugin is not None:
+                    _remember_plugin_module(module, self.plugin)
+                return loaded
+            if self.plugin is None:
+                raise TypeError(f"{target} is not callable")
+            self.error = f"{target} is a {type(loaded).__name__}, not a factory"
+        except (ImportError, AttributeError) as err:
+            if self.plugin is None:
+                raise PopcornError(
+                    f"{self.name!r} (popcorn) cannot be loaded from {target!r}: {err}"
+                ) from None
+            self.error = describe_error(err)
+        # A plugin's module runs code we do not own: whatever it raises (or exits with) while
+        # it loads is that plugin's failure, not the caller's.
+        except (Exception, SystemExit) as err:
+            if self.plugin is None:
+                raise
+            self.error = describe_error(err)
+        finally:
+            _importing.reset(token)
+        raise PluginError(self.broken_message())
+
+    def _summary(self, factory: Any) -> str:
+        try:
+            doc = getattr(factory, "summary", None) or (factory.__doc__ or "")
+            lines = str(doc).strip().splitlines()
+        except Exception:  # a plugin attribute that raises describes nothing
+            return ""
+        return brief(lines[0]) if lines else ""
 
 
 class Registry:
@@ -67,6 +150,7 @@ class Registry:
         """Values the callers accept besides the registered names (e.g. ``none``), named in
         the error for an unknown name."""
         self._entries: dict[str, Entry] = {}
+        self._problems: list[str] = []
         self._plugins_read = False
         self._lock = threading.Lock()
 
@@ -77,8 +161,18 @@ class Registry:
         summary: str = "",
         **details: Any,
     ) -> None:
-        """Register ``target`` under ``name`` (a later registration replaces an earlier one)."""
-        self._entries[name] = Entry(name, target, summary, dict(details))
+        """Register ``target`` under ``name`` (a later registration replaces an earlier one,
+        except that a plugin's module never replaces a built-in)."""
+        importing = _importing.get()
+        plugin = importing[1] if importing and importing[0] == self.group else None
+        if plugin is not None:
+            existing = self._entries.get(name)
+            if existing is not None and existing.plugin is None:
+                return
+            summary = brief(summary)
+        self._entries[name] = Entry(
+            name, target, summary, dict(details), plugin=plugin, group=self.group
+        )
 
     def register(self, name: str, summary: str = "", **details: Any) -> Callable[[Any], Any]:
         """Decorator form of :meth:`add`."""
@@ -94,22 +188,33 @@ class Registry:
             if self._plugins_read:
                 return
             self._plugins_read = True
-            for ep in entry_points(group=self.group):
-                if ep.name in self._entries and self._entries[ep.name].plugin is None:
-                    continue  # a plugin never shadows a built-in
-                dist = getattr(ep, "dist", None)
-                entry = Entry(ep.name, ep.value, plugin=dist.name if dist else "unknown")
-                self._entries[ep.name] = entry
+            found, self._problems = _entry_points(self.group)
+            for name, value, dist in found:
+                existing = self._entries.get(name)
+                if existing is not None and existing.plugin in (None, dist) and not existing.value:
+                    # A plugin never shadows a built-in; and what a plugin's module registered
+                    # when it was imported stays (importing it again would not register again).
+                    continue
+                self._entries[name] = Entry(name, value, plugin=dist, group=self.group, value=value)
 
     def refresh(self) -> None:
         """Read the entry points again (a plugin installed while this process runs)."""
         with self._lock:
-            self._entries = {k: v for k, v in self._entries.items() if v.plugin is None}
+            # Entry points are read again; registrations a plugin's module made stay, as they
+            # would in a process that imported it.
+            self._entries = {k: v for k, v in self._entries.items() if not v.value}
+            self._problems = []
             self._plugins_read = False
 
     def names(self) -> list[str]:
         self._read_plugins()
         return list(self._entries)
+
+    def problems(self) -> list[str]:
+        """One line per installed package whose entry points for this group cannot be read
+        (its components are unknown, so they cannot be listed by name)."""
+        self._read_plugins()
+        return list(self._problems)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.names()
@@ -124,12 +229,113 @@ class Registry:
         found = self._entries.get(name)
         if found is None:
             known = ", ".join([*self.names(), *self.also])
-            raise UsageError(f"unknown {self.kind} {name!r}; available: {known}")
+            raise UsageError(f"unknown {self.kind} {brief(repr(name), 80)}; available: {known}")
         return found
 
     def factory(self, name: str) -> Callable[..., Any]:
         return self.entry(name).load()
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Build the component ``name`` with the factory's arguments."""
-        return self.factory(name)(*args, **kwargs)
+        """Build the component ``name`` with the factory's arguments; a plugin whose factory
+        raises anything but our own errors ends in one :class:`PluginError` naming it."""
+        entry = self.entry(name)
+        factory = entry.load()
+        return build(entry, self.kind, factory, *args, **kwargs)
+
+
+def build(entry: Entry, kind: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``factory(*args, **kwargs)``; for a plugin's factory, an exception other than our own
+    errors becomes one :class:`PluginError` naming the plugin (a built-in's stays a bug)."""
+    if entry.plugin is None:
+        return factory(*args, **kwargs)
+    try:
+        return factory(*args, **kwargs)
+    except PopcornError:
+        raise  # the plugin speaks our language: its message is meant for the user
+    except (Exception, SystemExit) as err:
+        raise PluginError(
+            f"{kind} {entry.name!r} ({entry.origin()}) failed to start: {describe_error(err)}"
+        ) from None
+
+
+# Top-level package of each plugin module imported -> its distribution, to say which plugin's
+# code an error came from.
+_plugin_packages: dict[str, str] = {}
+
+
+def _remember_plugin_module(module: str, plugin: str) -> None:
+    package = module.partition(".")[0]
+    if package != "popcorn":  # a plugin may point at our own code; that code stays ours
+        _plugin_packages[package] = plugin
+
+
+def plugin_blamed(err: BaseException) -> tuple[str, str] | None:
+    """(distribution, module) of the installed plugin whose code raised ``err`` (the innermost
+    of its frames), or None when no plugin's code is on its traceback: an error there is that
+    plugin's to fix, not a bug of Popcorn's to report."""
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        plugin = _plugin_packages.get(module.partition(".")[0])
+        if plugin is not None:
+            found = (plugin, module)
+        tb = tb.tb_next
+    return found
+
+
+_NORMALIZE = re.compile(r"[-_.]+")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+# module[:attribute], then the extras that old entry points may still carry ("[gpu]").
+_TARGET = re.compile(r"([A-Za-z_][\w.]*(?::[A-Za-z_][\w.]*)?)\s*(?:\[[\w\s,.-]*\])?")
+
+
+def _entry_points(group: str) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(name, value, distribution) for every entry point of ``group``, and one line for each
+    installed package whose entry points cannot be read but mention the group.
+
+    Read package by package (not with ``importlib.metadata.entry_points``, which gives up on
+    all of them when one ``entry_points.txt`` is malformed); as there, the first package of a
+    name on the path wins."""
+    found: list[tuple[str, str, str]] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for dist in distributions():
+        try:
+            # The folder's name where it gives one (what importlib.metadata itself compares):
+            # parsing every package's METADATA would cost a tenth of a second per registry.
+            key = getattr(dist, "_normalized_name", None) or str(dist.metadata["Name"] or "")
+            key = _NORMALIZE.sub("-", key).lower()
+        except Exception:  # unreadable metadata: not a package we can name or load from
+            continue
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            text = dist.read_text("entry_points.txt") or ""
+            if f"[{group}]" not in text:
+                continue
+            name = str(dist.metadata["Name"] or key)
+        except Exception:
+            continue  # undecodable: nothing says it is one of ours
+        try:
+            points = list(dist.entry_points.select(group=group))
+        except Exception as err:
+            problems.append(
+                f"plugin package {brief(repr(name), 80)} has an unreadable entry_points.txt "
+                f"({describe_error(err)}); reinstall or uninstall it"
+            )
+            continue
+        for ep in points:
+            # The name is what users type and every listing shows: a name holding spaces or
+            # control characters is refused whole rather than shown or matched.
+            target = _TARGET.fullmatch(ep.value)
+            if _NAME.fullmatch(ep.name) and target:
+                found.append((ep.name, target.group(1), name))
+            else:
+                problems.append(
+                    f"plugin package {brief(repr(name), 80)} has an entry point "
+                    f"{brief(repr(f'{ep.name} = {ep.value}'), 120)} in [{group}] that is not "
+                    "'name = module:attribute'; reinstall or uninstall it"
+                )
+    return found, problems

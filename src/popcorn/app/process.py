@@ -5,8 +5,10 @@ error instead of the whole app and its queue.
 The parent (:class:`ModelProcess`) sends one request at a time over a pipe; the child answers
 with stage progress, each mode's result or error, and an end mark. Models stay loaded in the
 child between requests (:class:`Models`); when the child dies the parent starts a fresh one for
-the next request. The child is started with ``spawn``: a fork of the app's threads could
-deadlock, and CUDA cannot be used after a fork.
+the next request. The parent never waits on the child without a bound: it reads with a short
+wait, so a child that hangs or was stopped (SIGSTOP) is noticed and killed (:meth:`kill`) by
+whoever set the request's time limit. The child is started with ``spawn``: a fork of the app's
+threads could deadlock, and CUDA cannot be used after a fork.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import signal
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from popcorn.errors import PopcornError
 
@@ -59,6 +64,9 @@ def exit_reason(exitcode: int | None) -> str:
     return f"the model process crashed ({sig.name}, {detail}){_HINTS.get(sig, '')}"
 
 
+State = Literal["alive", "stopped", "ended"]
+
+
 class ModelProcess:
     """The parent's handle on one child; :meth:`receive` raises :class:`ModelProcessDied`."""
 
@@ -70,6 +78,8 @@ class ModelProcess:
         )
         self._process.start()
         child_end.close()  # only the child holds it now, so its death reads as end-of-file
+        # The worker ends a child it gave up on while the app may be ending it too.
+        self._ending = threading.Lock()
 
     @property
     def alive(self) -> bool:
@@ -79,16 +89,29 @@ class ModelProcess:
     def pid(self) -> int | None:
         return self._process.pid
 
+    def state(self) -> State:
+        """``alive``, ``stopped`` (suspended by a signal: it will answer nothing until
+        continued) or ``ended``."""
+        if not self._process.is_alive():
+            return "ended"
+        try:
+            # /proc/PID/stat: "pid (name) state ...": the name may hold spaces and parentheses.
+            fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1]
+        except (OSError, IndexError):
+            return "alive"  # no /proc (not Linux): a stopped child is caught by the time limit
+        return "stopped" if fields.split()[:1] in (["T"], ["t"]) else "alive"
+
     def send(self, request: Request) -> None:
         try:
             self._conn.send(request)
         except OSError:
             raise ModelProcessDied(self._reason()) from None
 
-    def receive(self) -> tuple[Any, ...]:
-        """The child's next message; waits as long as the child lives."""
+    def receive(self, wait: float = 0.5) -> tuple[Any, ...] | None:
+        """The child's next message, or None when none came within ``wait`` seconds."""
+        end = time.monotonic() + wait
         while True:
-            if self._conn.poll(0.5):
+            if self._conn.poll(max(0.0, min(0.5, end - time.monotonic()))):
                 try:
                     message: tuple[Any, ...] = self._conn.recv()
                     return message
@@ -97,21 +120,34 @@ class ModelProcess:
             # A message sent just before the child died is still read first.
             if not self._process.is_alive() and not self._conn.poll(0):
                 break
+            if time.monotonic() >= end:
+                return None
         raise ModelProcessDied(self._reason())
 
     def _reason(self) -> str:
         self._process.join(10)
         return exit_reason(self._process.exitcode)
 
+    def kill(self) -> None:
+        """End the child now, whatever it is doing (SIGKILL ends a stopped process too); the
+        locks of the run folders it was writing go with it."""
+        with self._ending:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(10)
+            self._conn.close()
+
     def close(self) -> None:
         """Ask the child to finish, and stop it if it does not within a few seconds."""
-        with contextlib.suppress(OSError):  # it may be gone already
-            self._conn.send(None)
-        self._process.join(5)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(5)
-        self._conn.close()
+        with self._ending:
+            if self.state() == "alive":
+                with contextlib.suppress(OSError):  # it may be gone already
+                    self._conn.send(None)
+                self._process.join(5)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(5)
+            self._conn.close()
 
 
 def serve_requests(config: AppConfig, conn: Connection) -> None:

@@ -3,28 +3,73 @@
 The page never sends a path or URL: runs are named by their folder name (checked against the
 run store), and only regular files a run's manifest lists are served, never through a link.
 The app answers only the Host names it was bound to (see :mod:`popcorn.app.guard`), and its
-error texts carry no credentials or server folders.
+error texts carry no credentials or server folders. A run folder that cannot be read is left
+out of the history (and logged), never the cause of an error for the others. A request can be
+cancelled (``POST /api/requests/ID/cancel``), and ``GET /api/health`` says whether the worker
+and the model process are alive.
 """
 
 import contextlib
 import errno
 import io
 import json
+import logging
 import re
 import socket
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from popcorn.app.guard import allowed_hosts, host_name, read_regular, regular_file, run_folder
-from popcorn.app.work import AppConfig, Request, Worker, describe_run
+from popcorn.app.guard import (
+    Window,
+    allowed_hosts,
+    host_name,
+    read_regular,
+    regular_file,
+    run_folder,
+)
+from popcorn.app.work import (
+    AppConfig,
+    Request,
+    Task,
+    Worker,
+    describe_run,
+    load_run,
+    scan_runs,
+)
 from popcorn.config import PREDICTOR_META
 from popcorn.errors import MissingDependencyError, RunStoreError, UsageError
 
+if TYPE_CHECKING:
+    from popcorn.runs.store import Run
+
 _RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,120}$")
 _MEDIA_TYPES = {".png": "image/png", ".mp4": "video/mp4", ".json": "application/json"}
+MAX_BODY = 64 * 1024
+"""The largest request body read: a request is a query of at most a few thousand characters."""
+_log = logging.getLogger(__name__)
+
+
+def require_app_packages() -> None:
+    """A one-line ``MissingDependencyError`` unless the web app's packages import."""
+    for package in ("fastapi", "uvicorn"):
+        try:
+            __import__(package)
+        except ImportError:
+            raise MissingDependencyError(package, "app", "The web app") from None
+
+
+def written_window(run: "Run") -> Window | None:
+    """When ``run`` wrote its files, from its manifest (None when its times are not dates)."""
+    try:
+        first = datetime.fromisoformat(run.manifest.created_at).timestamp()
+        last = datetime.fromisoformat(run.manifest.updated_at).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
+    return (first, last)
 
 
 def create_app(config: AppConfig) -> Any:
@@ -36,7 +81,7 @@ def create_app(config: AppConfig) -> Any:
     except ImportError:
         raise MissingDependencyError("fastapi", "app", "The web app") from None
     from popcorn.media.registry import cover_names, video_names
-    from popcorn.runs.store import MANIFEST, Run
+    from popcorn.runs.store import MANIFEST
 
     worker = Worker(config)
     videos, covers = [*video_names(), "none"], [*cover_names(), "none"]
@@ -99,19 +144,40 @@ def create_app(config: AppConfig) -> Any:
 
     @app.post("/api/requests")
     async def submit(http: HTTPRequest) -> dict[str, Any]:
+        raw = bytearray()
+        async for chunk in http.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise HTTPException(413, f"the request body is over {MAX_BODY // 1024} KiB")
         try:
-            body = json.loads(await http.body())
+            body = json.loads(bytes(raw))
         except ValueError:
             raise UsageError("the request body is not JSON") from None
+        except RecursionError:
+            raise UsageError("the request body is JSON nested too deeply") from None
         request = Request.from_json(body, config.llms, videos, covers)
         task = worker.submit(request)
         return {"id": task.id, "ahead": worker.ahead_of(task)}
 
-    @app.get("/api/requests/{task_id}")
-    async def state(task_id: str) -> dict[str, Any]:
+    def find_task(task_id: str) -> Task:
         task = worker.tasks.get(task_id)
         if task is None:
-            raise HTTPException(404, "no such request")
+            raise HTTPException(404, "no such request (it may have finished long ago)")
+        return task
+
+    @app.post("/api/requests/{task_id}/cancel")
+    async def cancel(task_id: str) -> dict[str, Any]:
+        task = find_task(task_id)
+        return {"id": task.id, "status": worker.cancel(task)}
+
+    @app.get("/api/health")
+    async def health() -> JSONResponse:
+        found = worker.health()
+        return JSONResponse(found, status_code=200 if found["ok"] else 503)
+
+    @app.get("/api/requests/{task_id}")
+    async def state(task_id: str) -> dict[str, Any]:
+        task = find_task(task_id)
         return {
             "id": task.id,
             "status": task.status,
@@ -132,11 +198,12 @@ def create_app(config: AppConfig) -> Any:
         return {"scores": scores}
 
     @app.get("/api/runs")
-    async def history() -> list[dict[str, Any]]:
-        from popcorn.runs.store import RunStore
-
+    def history() -> list[dict[str, Any]]:  # reads the whole store: not on the event loop
+        runs, skipped = scan_runs(config.out)
+        for note in skipped:
+            _log.warning("history: %s", note)
         out = []
-        for run in RunStore(config.out):
+        for run in runs:
             if run.status == "done" and run_folder(config.out, run.path.name) is not None:
                 out.append(
                     {
@@ -156,8 +223,9 @@ def create_app(config: AppConfig) -> Any:
     @app.get("/api/runs/{name}/files/{file}")
     async def media(name: str, file: str) -> Response:
         folder = run_dir(name)
-        path = regular_file(folder, file)
-        if file not in Run.load(folder).manifest.files.values() or path is None:
+        run = load_run(folder)
+        path = regular_file(folder, file, written_window(run))
+        if file not in run.manifest.files.values() or path is None:
             raise HTTPException(404, "no such file in this run")
         kind = _MEDIA_TYPES.get(path.suffix, "application/octet-stream")
         return FileResponse(path, media_type=kind)  # answers range requests: clips can seek
@@ -165,15 +233,17 @@ def create_app(config: AppConfig) -> Any:
     @app.get("/api/runs/{name}/download")
     async def download(name: str) -> Response:
         folder = run_dir(name)
-        listed = sorted(set(Run.load(folder).manifest.files.values()))
+        run = load_run(folder)
+        written = written_window(run)
+        listed = sorted(set(run.manifest.files.values()))
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in [MANIFEST, *listed]:
-                path = regular_file(folder, file)
+                path = regular_file(folder, file, written)
                 if path is None:
                     continue  # a link, or a file the run lists but no longer has
                 try:
-                    archive.writestr(f"{name}/{file}", read_regular(path))
+                    archive.writestr(f"{name}/{file}", read_regular(path, written))
                 except OSError:
                     continue
         headers = {"Content-Disposition": f'attachment; filename="{name}.zip"'}
@@ -221,10 +291,9 @@ def listen(host: str, port: int) -> socket.socket:
 
 def serve(config: AppConfig, sock: socket.socket) -> None:
     """Serve the app on ``sock`` (from :func:`listen`) until Ctrl-C."""
-    try:
-        import uvicorn
-    except ImportError:
-        raise MissingDependencyError("uvicorn", "app", "The web app") from None
+    require_app_packages()
+    import uvicorn
+
     server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning"))
     # Ctrl-C is how a server is stopped: the app has shut down cleanly by then.
     with contextlib.suppress(KeyboardInterrupt):

@@ -13,12 +13,13 @@ from popcorn.cli.help import GroupedCommand
 from popcorn.cli.render import deprecated_device_flags, media_options, media_overrides, warn
 from popcorn.config import DecodingSettings, LLMSettings, PESettingsModel, int_limits, limits
 from popcorn.profiles import PROFILE_NAMES
-from popcorn.safety import plain, redact, shown
+from popcorn.safety import redact, shown
 
 if TYPE_CHECKING:
     from popcorn.config import Settings
     from popcorn.generation import QueryItem
     from popcorn.pipeline import Pipeline, RunResult
+    from popcorn.queries import QueryList
 
 
 def decoding_option(name: str) -> dict[str, Any]:
@@ -208,10 +209,16 @@ def generate(
       popcorn generate "How to cook ramen at home" --pe --refs 50 --categories 2
     """
     from popcorn.errors import UsageError
+    from popcorn.generation import validate_query
     from popcorn.pipeline import Pipeline
+    from popcorn.queries import QueryList, read_queries
 
     if (query is None) == (queries_file is None):
         raise UsageError("give either a QUERY or --queries FILE (see popcorn generate --help)")
+    # The input first: a bad query or file fails at once, before any model is looked at.
+    items = QueryList() if queries_file is None else read_queries(queries_file)
+    if query is not None:
+        query = validate_query(query)
     deprecated_device_flags(flags)
     media = media_overrides(flags)
     settings = settings_from_flags(config, flags, media)
@@ -234,10 +241,8 @@ def generate(
         warn((*result.script.warnings, *(result.media.warnings if result.media else ())))
         return
 
-    from popcorn.queries import read_queries
-
     assert queries_file is not None
-    _batch(pipeline, read_queries(queries_file), force, as_json)
+    _batch(pipeline, items, force, as_json, queries_file)
 
 
 _LLM_FLAGS = (
@@ -325,14 +330,21 @@ def _show(result: RunResult) -> None:
     Console(soft_wrap=False).print(table)
 
 
-def _batch(pipeline: Pipeline, items: list[QueryItem], force: bool, as_json: bool) -> None:
+def _batch(pipeline: Pipeline, items: QueryList, force: bool, as_json: bool, source: Path) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from popcorn.errors import PopcornError
+    from popcorn.generation import printable_query
     from popcorn.pipeline import RunResult
 
     err = Console(stderr=True)
+    refused = items.refused
+    if as_json:
+        for row in refused:
+            line = {"query": row.query, "line": row.line, "error": redact(row.reason)}
+            sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
     out = pipeline.settings.run.out
     concurrency = pipeline.settings.run.concurrency
     if concurrency > 1 and not pipeline.generator.llm.concurrent:  # embedded, gguf:
@@ -360,7 +372,7 @@ def _batch(pipeline: Pipeline, items: list[QueryItem], force: bool, as_json: boo
             line = outcome.to_dict()
         else:
             failed += 1
-            line = {"query": item.query, "error": redact(outcome)}
+            line = {"query": printable_query(item.query, 2000), "error": redact(outcome)}
         if as_json:
             sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
             sys.stdout.flush()
@@ -387,10 +399,23 @@ def _batch(pipeline: Pipeline, items: list[QueryItem], force: bool, as_json: boo
     )
     if scripts.duplicates:
         summary += f", {scripts.duplicates} duplicate queries skipped"
+    if refused:
+        summary += f", {len(refused)} refused"
     err.print(shown(f"{summary}; runs in {out}"))
+    for row in refused[:10]:
+        err.print(shown(f"  refused: {redact(row.reason)}"))
     for query, message in report.failures[:10]:
-        err.print(shown(f"  failed: {plain(query)[:60]!r}: {redact(message)}"))
+        err.print(shown(f"  failed: {printable_query(query, 60)!r}: {redact(message)}"))
     if scripts.stopped:
         raise PopcornError(f"batch stopped early: {scripts.stopped}")
+    problems = []
     if report.failures:
-        raise PopcornError(f"{len(report.failures)} queries failed; rerun to retry them")
+        problems.append(f"{len(report.failures)} queries failed; rerun to retry them")
+    if refused:
+        rows, them = ("row was", "it") if len(refused) == 1 else ("rows were", "them")
+        problems.append(
+            f"{len(refused)} {rows} refused (listed above): fix {them} in "
+            f"{printable_query(source.name, 200)} and rerun"
+        )
+    if problems:
+        raise PopcornError("; ".join(problems))

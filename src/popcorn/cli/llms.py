@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import click
 
+from popcorn.safety import one_line
+
 
 @click.command()
 def llms() -> None:
-    """List the forms accepted by --llm, with what each one runs."""
-    from popcorn.llm.registry import providers
+    """List the forms accepted by --llm, with what each one runs; an installed plugin that
+    cannot be loaded is listed as broken, with its error."""
+    from popcorn.llm.registry import broken_providers, providers
 
+    # A plugin's form and summary are its own text: shown without its control characters.
     for info in providers():
-        click.echo(f"{info.form:<18} {info.summary}")
+        click.echo(f"{one_line(info.form):<18} {one_line(info.summary)}")
+    for broken in broken_providers():
+        plugin = f" (plugin: {one_line(broken.plugin)})" if broken.plugin else ""
+        name = one_line(broken.name) or "?"
+        click.echo(f"{name:<18} broken: {one_line(broken.error)}{plugin}")

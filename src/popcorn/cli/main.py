@@ -136,6 +136,18 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:  # a bug: say so in one line unless asked for the traceback
         if debug:
             raise
+        from popcorn.registry import plugin_blamed
+
+        blamed = plugin_blamed(err)
+        if blamed is not None:  # not ours to fix: the plugin's authors (or its user) must
+            plugin, module = blamed
+            _error_line(
+                "error: ",
+                f"the plugin {plugin!r} failed in its module {module!r}: "
+                f"{type(err).__name__}: {err} (rerun with --debug for the traceback; fix, "
+                f"update or uninstall it: pip uninstall {plugin})",
+            )
+            sys.exit(1)
         _error_line(
             "internal error: ",
             f"{type(err).__name__}: {err} "

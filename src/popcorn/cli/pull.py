@@ -3,11 +3,54 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import click
 
-from popcorn.safety import plain
+from popcorn.safety import one_line, plain
+
+MAX_NAME_CHARS = 500
+"""Far above any preset, spec or hub id (at most 96 + 1 + 96 characters); a folder's path
+can be longer, but not by this much in practice."""
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _shown(name: str) -> str:
+    """``name`` cut short and made safe to print (lone surrogates escaped)."""
+    text = one_line(name.encode("utf-8", "backslashreplace").decode("utf-8"))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_name(name: str) -> None:
+    """Refuse a name no preset, spec, hub id or folder can have, with one line."""
+    from popcorn.errors import UsageError
+
+    if not name.strip():
+        raise UsageError("an empty name: give a preset (ltx, sd15, ...), an LLM spec or a hub id")
+    if len(name) > MAX_NAME_CHARS:
+        raise UsageError(
+            f"the name {_shown(name)!r} is {len(name):,} characters long; names of presets, "
+            f"LLM specs, hub ids and folders are at most {MAX_NAME_CHARS}"
+        )
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"the name {_shown(name)!r} is not valid UTF-8 text") from None
+    if _CONTROL.search(name):
+        raise UsageError(f"the name {_shown(name)!r} holds control characters")
+
+
+def check_repo(repo: str, name: str) -> None:
+    """Refuse a repository id the hub cannot hold, naming what it came from."""
+    from popcorn.errors import UsageError
+
+    if not _HUB_ID.fullmatch(repo) or ".." in repo or "--" in repo:
+        raise UsageError(
+            f"{_shown(name)!r} is not a preset, frame encoder, embedder, hf:/vllm: LLM spec, "
+            "folder or hub id (owner/name, letters, digits, '.', '_' and '-')"
+        )
 
 
 def repos_for(name: str) -> list[str]:
@@ -37,8 +80,12 @@ def repos_for(name: str) -> list[str]:
         return []  # served elsewhere, or a local file
     from pathlib import Path
 
-    resolved = resolve(name)  # an embedder alias becomes its hub id; a folder stays a folder
-    return [] if Path(resolved).is_dir() else [resolved]
+    try:
+        resolved = resolve(name)  # an embedder alias becomes its hub id; a folder stays a folder
+        folder = Path(resolved).is_dir()
+    except (OSError, RuntimeError):  # too long for a path, or ~user of no user: no folder
+        return [name]
+    return [] if folder else [resolved]
 
 
 def _cached_path(repo: str) -> str | None:
@@ -85,7 +132,13 @@ def pull(names: tuple[str, ...], check: bool, as_json: bool) -> None:
         from popcorn.errors import MissingDependencyError
 
         raise MissingDependencyError("huggingface_hub", "hf", "popcorn pull") from None
-    repos = list(dict.fromkeys(r for name in names for r in repos_for(name)))
+    found: dict[str, None] = {}
+    for name in names:
+        check_name(name)
+        for repo in repos_for(name):
+            check_repo(repo, name)
+            found[repo] = None
+    repos = list(found)
     if not repos:
         click.echo(plain(f"nothing to download for {', '.join(names)}"), err=True)
         return

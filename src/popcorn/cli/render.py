@@ -249,9 +249,12 @@ def generators() -> None:
     from popcorn.media.registry import listing as rows
     from popcorn.media.registry import preset_notes
 
+    # Names, models and summaries of plugins are their own text: no control characters pass.
     for kind, name, model, summary in rows():
-        click.echo(f"{kind:<6} {name:<12} {summary}")
+        click.echo(f"{kind:<6} {one_line(name):<12} {one_line(summary)}")
         if model != "-":
-            click.echo(f"{'':<19} model: {model}")
+            click.echo(f"{'':<19} model: {one_line(model)}")
+        if summary.startswith("broken: "):
+            continue
         for note in preset_notes(kind, name):
             click.echo(f"{'':<19} {note}")

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+import math
+import os
 import shutil
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from popcorn.errors import PopcornError
 from popcorn.safety import one_line, plain, shown
 
 if TYPE_CHECKING:
     from popcorn.runs.store import Run
+    from popcorn.script import Script
 
 
 def _out_option(func: Any) -> Any:
@@ -30,12 +34,34 @@ def _store(out: Path | None) -> Path:
     return load_settings(None, {"run": {"out": out}}).run.out
 
 
-def _summary(run: Run) -> dict[str, Any]:
+def _note(message: str) -> None:
+    click.echo(f"popcorn: note: {one_line(message)}", err=True)
+
+
+def _script(run: Run) -> tuple[Script | None, str | None]:
+    """The run's script, or None and why when its script file is damaged."""
+    try:
+        return run.script(), None
+    except (PopcornError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        name = run.manifest.files.get("script", "script.json")
+        return None, f"{run.path.name}: its {name} cannot be read ({one_line(err)[:200]})"
+
+
+def _score(stages: dict[str, Any]) -> float | None:
+    """The predicted popularity a manifest records, when it is a finite number."""
+    record = stages.get("score")
+    value = record.get("score") if isinstance(record, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _summary(run: Run, notes: list[str] | None = None) -> dict[str, Any]:
     m = run.manifest
-    script = None
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        script = run.script()
-    score = (m.stages.get("score") or {}).get("score")
+    script, problem = _script(run)
+    if problem and notes is not None:
+        notes.append(problem)
+    error = m.error.get("message") if isinstance(m.error, dict) else None
     return {
         "run": run.path.name,
         "created_at": m.created_at,
@@ -45,26 +71,50 @@ def _summary(run: Run) -> dict[str, Any]:
         "llm": m.llm.get("spec"),
         "query": m.query,
         "title": script.title if script else None,
-        "score": score,
+        "score": _score(m.stages),
         "files": dict(m.files),
-        "error": (m.error or {}).get("message"),
+        "error": error,
     }
 
 
-def _find(store: Path, name: str) -> Run:
-    """The run called ``name`` (its folder name, or a unique start of it) in ``store``."""
-    from popcorn.errors import UsageError
-    from popcorn.runs.store import Run, RunStore
+def _scan(store: Path, prefix: str = "") -> list[Run]:
+    """The readable runs in ``store``; a note on stderr for each folder skipped (of those whose
+    name starts with ``prefix``), so one damaged folder never hides the others."""
+    from popcorn.runs.store import RunStore
 
-    exact = store / name
-    if "/" not in name and exact.is_dir() and not exact.is_symlink():
+    runs, skipped = RunStore(store).scan_folders()
+    for path, note in skipped:
+        if path.name.startswith(prefix):
+            _note(note)
+    return runs
+
+
+def _find(store: Path, name: str) -> Run:
+    """The run called ``name`` (its folder name, or a unique start of it) in ``store``; a
+    damaged folder of that exact name is a one-line error saying why."""
+    from popcorn.errors import UsageError
+    from popcorn.runs.store import Run
+
+    exact = _exact(store, name)
+    if exact is not None:
         return Run.load(exact)
-    matches = [r for r in RunStore(store) if r.path.name.startswith(name)]
+    matches = [r for r in _scan(store, name) if r.path.name.startswith(name)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
         raise UsageError(f"no run {name!r} in {str(store)!r}: see 'popcorn runs list'")
     raise UsageError(f"{len(matches)} runs start with {name!r}: give more of the name")
+
+
+def _exact(store: Path, name: str) -> Path | None:
+    """The folder ``name`` directly in ``store``, if it is a real folder (not a link)."""
+    if not name or "/" in name or name in (".", ".."):
+        return None
+    path = store / name
+    try:
+        return path if stat.S_ISDIR(os.lstat(path).st_mode) else None
+    except OSError:
+        return None
 
 
 @click.group()
@@ -93,15 +143,16 @@ def list_runs(
     from rich.console import Console
     from rich.table import Table
 
-    from popcorn.runs.store import RunStore
-
+    notes: list[str] = []
     found = [
-        _summary(r)
-        for r in RunStore(_store(out))
+        _summary(r, notes)
+        for r in _scan(_store(out))
         if (status is None or r.status == status)
         and (contains is None or contains.lower() in r.manifest.query.lower())
     ]
     found = sorted(found, key=lambda r: str(r["created_at"]), reverse=True)[:limit]
+    for note in notes:
+        _note(note)
     if as_json:
         for row in found:
             click.echo(json.dumps(row, ensure_ascii=False))
@@ -139,8 +190,11 @@ def show(name: str, out: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(run.manifest.model_dump(mode="json"), ensure_ascii=False))
         return
-    row = _summary(run)
-    script = run.script()
+    notes: list[str] = []
+    row = _summary(run, notes)
+    script, _ = _script(run)
+    for note in notes:
+        _note(note)
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column(overflow="fold")
@@ -171,39 +225,110 @@ def open_run(name: str, out: Path | None, folder: bool) -> None:
     files = run.manifest.files
     target = run.path
     if not folder:
-        chosen = files.get("clip") or files.get("cover")
+        role = "clip" if files.get("clip") else "cover"
+        chosen = files.get(role)
         if not chosen:
             raise UsageError(f"run {run.path.name} has no clip or cover yet: --folder opens it")
-        target = run.path / chosen
+        target = _own_file(run, role, chosen)
     click.echo(plain(str(target)))
     if click.launch(str(target), locate=False) != 0:
-        raise UsageError(f"no application opened {str(target)!r} (no desktop here?)")
+        raise UsageError(f"no application opened {plain(str(target))!r} (no desktop here?)")
+
+
+def _own_file(run: Run, role: str, name: str) -> Path:
+    """``name`` as a regular file directly inside the run folder: a manifest can name any path
+    (``/etc/passwd``, ``../x``, a link), and only the run's own files are opened."""
+    from popcorn.errors import RunStoreError
+
+    refused = RunStoreError(
+        f"run {run.path.name}'s manifest names {name[:200]!r} as its {role}, which is not a file "
+        "of the run folder: not opened (render the run again to replace it)"
+    )
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise refused
+    path = run.path / name
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise refused
+        if path.resolve().parent != run.path.resolve():
+            raise refused
+    except FileNotFoundError:
+        raise RunStoreError(
+            f"run {run.path.name} has no {name} any more: render it again ('popcorn render "
+            f"{run.path}')"
+        ) from None
+    except OSError:
+        raise refused from None
+    return path
 
 
 @runs.command()
 @click.argument("names", nargs=-1, required=True)
 @_out_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def delete(names: tuple[str, ...], out: Path | None, yes: bool) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also delete a damaged run folder (one whose manifest cannot be read), named in full.",
+)
+def delete(names: tuple[str, ...], out: Path | None, yes: bool, force: bool) -> None:
     """Delete runs (their folders, media included). A run another process is writing is left
     alone."""
     from popcorn.errors import UsageError
-    from popcorn.runs.lock import LockedError
 
     store = _store(out)
-    chosen = [_find(store, name) for name in names]
+    chosen = [_chosen(store, name, force) for name in names]
     if not yes:
-        listed = ", ".join(r.path.name for r in chosen)
+        listed = ", ".join(path.name for path in chosen)
         if not click.confirm(plain(f"delete {len(chosen)} run(s): {listed}?"), default=False):
             raise UsageError("nothing deleted")
-    for run in chosen:
-        if run.path.is_symlink() or run.path.parent.resolve() != store.resolve():
-            raise UsageError(f"{run.path.name} is not a run folder inside {str(store)!r}")
-        try:
-            with run.lock(wait=0):
-                shutil.rmtree(run.path)
-        except LockedError as err:
-            raise UsageError(f"{run.path.name} was not deleted: {err}") from None
-        except FileNotFoundError:
-            pass  # the lock's release found the folder gone: that is what was asked
-        click.echo(plain(f"deleted {run.path.name}"), err=True)
+    for path in chosen:
+        _delete(store, path)
+        click.echo(plain(f"deleted {path.name}"), err=True)
+
+
+def _chosen(store: Path, name: str, force: bool) -> Path:
+    """The folder to delete for ``name``; a damaged one only with ``force``."""
+    from popcorn.errors import RunStoreError
+    from popcorn.runs.store import MANIFEST
+
+    try:
+        return _find(store, name).path
+    except RunStoreError as err:
+        exact = _exact(store, name)
+        if exact is None or not os.path.lexists(exact / MANIFEST):
+            raise  # not a run at all: not ours to delete
+        if not force:
+            raise RunStoreError(
+                f"{one_line(err)} ('popcorn runs delete {name} --force' deletes it anyway)"
+            ) from None
+        return exact
+
+
+def _delete(store: Path, path: Path) -> None:
+    from popcorn.errors import UsageError
+    from popcorn.runs.lock import LockedError
+    from popcorn.runs.store import lock_folder
+
+    try:
+        inside = not path.is_symlink() and path.parent.resolve() == store.resolve()
+    except OSError:
+        inside = False
+    if not inside:
+        raise UsageError(f"{path.name} is not a run folder inside {str(store)!r}")
+    try:
+        with lock_folder(path, wait=0):
+            shutil.rmtree(path)
+    except LockedError as err:
+        raise UsageError(f"{path.name} was not deleted: {err}") from None
+    except FileNotFoundError:
+        pass  # gone already: that is what was asked
+    except OSError as err:
+        raise UsageError(
+            f"{path.name} was not entirely deleted: {err.strerror or err}"
+            f"{_where(err.filename)} (check its permissions, then delete it again)"
+        ) from None
+
+
+def _where(filename: object) -> str:
+    return f" ({plain(filename)!r})" if isinstance(filename, str) else ""

@@ -56,6 +56,7 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from popcorn.errors import PopcornError
+    from popcorn.safety import plain
     from popcorn.study.run import run_study
     from popcorn.study.spec import load_study
 
@@ -85,7 +86,7 @@ def run(
         ran = ", ".join(f"{n} {s}" for s, n in summary.ran.items()) or "nothing"
         err.print(
             f"{summary.jobs} jobs ({summary.new} new, {summary.recovered} resumed after a stop; "
-            f"profile {summary.profile}): ran {ran}; {failed} failed -> {spec.folder}",
+            f"profile {summary.profile}): ran {ran}; {failed} failed -> {plain(spec.folder)}",
             highlight=False,
             markup=False,
         )
@@ -110,6 +111,7 @@ def status(study_file: Path, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from popcorn.safety import shown
     from popcorn.study.run import status as get_status
     from popcorn.study.spec import load_study
 
@@ -123,7 +125,8 @@ def status(study_file: Path, as_json: bool) -> None:
     for state in states:
         table.add_column(state, justify="right")
     for config, counts in sorted(found["configs"].items()):
-        table.add_row(config, *(str(counts.get(s, 0)) for s in states))
+        # A model name is the study file's text: shown as written, never read as markup.
+        table.add_row(shown(config), *(str(counts.get(s, 0)) for s in states))
     Console().print(table)
     if found["in_ledger"] < found["jobs"]:
         Console().print(f"{found['jobs'] - found['in_ledger']} jobs not started yet")
@@ -134,6 +137,7 @@ def status(study_file: Path, as_json: bool) -> None:
 @_json_option
 def report(study_file: Path, as_json: bool) -> None:
     """Write the report (Markdown, HTML, figures, results table as CSV and parquet)."""
+    from popcorn.safety import plain
     from popcorn.study.report import write_report
     from popcorn.study.spec import load_study
 
@@ -142,4 +146,5 @@ def report(study_file: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(written))
         return
-    click.echo(f"report: {spec.folder / 'report' / 'report.html'} ({len(written['files'])} files)")
+    page = plain(spec.folder / "report" / "report.html")
+    click.echo(f"report: {page} ({len(written['files'])} files)")

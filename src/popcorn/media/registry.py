@@ -10,6 +10,9 @@ seed)``. Plugins register theirs under the ``popcorn.video`` and ``popcorn.cover
 groups (see :mod:`popcorn.registry` and docs/design/pipeline.md). The built-in diffusion
 presets also take ``presets`` (``study`` or ``popcorn``, from the profile); plugins, which have
 no study settings, are not given it.
+
+A plugin that does not import, or whose factory raises, fails only where it is asked for (one
+:class:`~popcorn.registry.PluginError` naming it); :func:`listing` shows it as broken.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from popcorn.registry import Registry
+from popcorn.registry import PluginError, Registry, brief, build
 
 VIDEO = Registry("video generator", "popcorn.video", also=("none",))
 COVER = Registry("cover generator", "popcorn.cover")
@@ -107,15 +110,32 @@ def preset_notes(kind: str, name: str) -> list[str]:
 
 
 def listing() -> list[tuple[str, str, str, str]]:
-    """(kind, name, default model, summary) for every generator, plugins included."""
+    """(kind, name, default model, summary) for every generator, plugins included; a plugin
+    that cannot be loaded is listed with ``broken: `` and its error in place of a summary, and
+    a package whose entry points cannot be read with its name and why."""
     rows = []
     for kind, registry in (("video", VIDEO), ("cover", COVER)):
         for entry in registry:
-            factory = entry.load()
-            model = entry.details.get("model") or getattr(factory, "model", None) or "-"
+            try:
+                factory = entry.load()
+            except PluginError:
+                where = f" (plugin: {entry.plugin}, entry point {entry.value})"
+                rows.append((kind, entry.name, "-", f"broken: {entry.error}{where}"))
+                continue
+            model = entry.details.get("model") or _model_of(factory) or "-"
             summary = entry.summary + (f" (plugin: {entry.plugin})" if entry.plugin else "")
-            rows.append((kind, entry.name, str(model), summary))
+            rows.append((kind, entry.name, brief(model, 120), summary))
+        rows += [(kind, "?", "-", f"broken: {problem}") for problem in registry.problems()]
     return rows
+
+
+def _model_of(factory: Any) -> str:
+    """A plugin factory's ``model`` attribute, as text; "" when it has none or it fails."""
+    try:
+        model = getattr(factory, "model", None)
+    except Exception:  # a plugin's own property that raises names no model
+        return ""
+    return model if isinstance(model, str) else ""
 
 
 def video_backend(name: str, **options: Any) -> Any:
@@ -132,8 +152,8 @@ def _built(registry: Registry, name: str, options: dict[str, Any]) -> Any:
     entry = registry.entry(name)  # a UsageError listing the names if unknown
     if entry.plugin is not None:
         options = {k: v for k, v in options.items() if k != "presets"}
-    factory = entry.load()
+    factory = entry.load()  # PluginError naming a plugin that does not import
     key = (registry.group, name, *sorted(options.items()))
     if key not in _loaded:
-        _loaded[key] = factory(**options)
+        _loaded[key] = build(entry, registry.kind, factory, **options)
     return _loaded[key]

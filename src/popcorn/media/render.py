@@ -231,7 +231,7 @@ class _Plan:
                     **memory,
                 }
             )
-        stage: dict[str, Any] = {**run.manifest.stages.get("media", {}), "warnings": warnings}
+        stage: dict[str, Any] = {**_media_stage(run), "warnings": warnings}
         digest = script_sha256(script)
         todo = [
             part
@@ -318,19 +318,40 @@ class _Plan:
         return {**stage, "cached_parts": cached} if cached else stage
 
 
+def _media_stage(run: Run) -> dict[str, Any]:
+    """The media stage the manifest records, keeping only parts that are records: a manifest
+    edited by hand (or by anyone) must only cause those parts to be rendered again."""
+    recorded = run.manifest.stages.get("media")
+    if not isinstance(recorded, dict):
+        return {}
+    return {
+        name: value
+        for name, value in recorded.items()
+        if name not in ("video", "cover") or isinstance(value, dict)
+    }
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _prompt_cut(part: str, record: dict[str, Any]) -> list[str]:
     """A warning when the text encoder read only the start of the part's prompt."""
-    window = record.get("settings", {}).get("prompt_window") or {}
-    tokens, read = window.get("tokens", 0), window.get("read", 0)
+    settings = record.get("settings")
+    window = settings.get("prompt_window") if isinstance(settings, dict) else None
+    if not isinstance(window, dict):
+        return []
+    tokens, read = _count(window.get("tokens")), _count(window.get("read"))
     if tokens <= read:
         return []
     prompt = "video prompt" if part == "video" else "cover prompt"
-    limit = window.get("long_limit")
+    limit = _count(window.get("long_limit"))
     hint = ""
     if limit:
         hint = " (--long-prompt reads " + ("all of it)" if limit >= tokens else f"up to {limit})")
+    backend = record.get("backend", "the generator")
     return [
-        f"the {prompt} is {tokens} tokens; {record['backend']}'s text encoder read the first "
+        f"the {prompt} is {tokens} tokens; {backend}'s text encoder read the first "
         f"{read}, the rest was cut{hint}"
     ]
 
@@ -341,12 +362,14 @@ def _done(run: Run, record: dict[str, Any] | None, key: str, digest: str) -> boo
     Records written before media named their script have no ``script_sha256``; their key
     covers the script's content, so it alone tells.
     """
-    return bool(
-        record
-        and record.get("key") == key
-        and record.get("script_sha256", digest) == digest
-        and (run.path / record["file"]).is_file()
-    )
+    if not isinstance(record, dict) or record.get("key") != key:
+        return False
+    if record.get("script_sha256", digest) != digest:
+        return False
+    name = record.get("file")
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        return False
+    return (run.path / name).is_file()
 
 
 def _ready(value: Any) -> Callable[[], Any]:

@@ -12,8 +12,11 @@ from __future__ import annotations
 import csv
 import errno
 import hashlib
+import io
 import json
+import math
 import os
+import re
 import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -44,6 +47,14 @@ COVER_CAPTIONS_FILE = "llava-v1.5_caption.txt"
 """The name of MicroLens' LLaVA cover captions in the study's release (comma: id, text)."""
 # corpus.json and index.json hold counts and category names: far below this, unless damaged.
 MAX_META_BYTES = 16 * 2**20
+MAX_TABLE_BYTES = 2 * 2**30
+"""The largest file an import reads (a table, or one of MicroLens' raw files); it is held in
+memory whole, and MicroLens' largest file is far below this."""
+MAX_CSV_FIELD = 16 * 2**20
+"""The longest CSV field read (the csv module's own limit, 128 KiB, is below a long caption)."""
+MAX_COUNT = 2**53
+"""Counts (comments, likes, views) are below this: JSON numbers past it lose precision, and
+retrieval holds counts as 64-bit integers."""
 
 
 class DamagedCorpusError(UsageError):
@@ -85,6 +96,107 @@ def read_stored(path: Path, damaged: Callable[[str], Exception], limit: int | No
             return f.read() if limit is None else f.read(limit + 1)
         except OSError as err:
             raise UsageError(f"cannot read {str(path)!r}: {err.strerror}") from None
+
+
+def read_input(path: Path, what: str, limit: int) -> bytes:
+    """The bytes of a file the user gave (``what`` names it in messages), at most ``limit``.
+
+    Links are followed (the user named the file), but only a regular file is read: a device
+    such as /dev/zero or a pipe could be read forever. Every failure is a one-line
+    :class:`UsageError`.
+    """
+    with open_input(path, what, limit) as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as err:
+            raise UsageError(f"cannot read {what} {_shown_path(path)!r}: {err.strerror}") from None
+    if len(data) > limit:  # it grew while being read
+        raise _too_big(path, what, limit)
+    return data
+
+
+def open_input(path: Path, what: str, limit: int) -> BinaryIO:
+    """Open a file the user gave for reading, refusing what :func:`read_input` refuses."""
+    where = _shown_path(path)
+    # No blocking on a FIFO before fstat can refuse it, and no controlling terminal taken.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found: {where!r}") from None
+    except OSError as err:
+        raise UsageError(f"cannot read {what} {where!r}: {err.strerror}") from None
+    info = os.fstat(fd)
+    problem = None
+    if stat.S_ISDIR(info.st_mode):
+        problem = UsageError(f"{what} {where!r} is a folder, not a file")
+    elif not stat.S_ISREG(info.st_mode):
+        problem = UsageError(
+            f"{what} {where!r} is not a regular file (a device, pipe or socket): give a file"
+        )
+    elif info.st_size > limit:
+        problem = _too_big(path, what, limit)
+    if problem is not None:
+        os.close(fd)
+        raise problem
+    return os.fdopen(fd, "rb")
+
+
+def _too_big(path: Path, what: str, limit: int) -> UsageError:
+    return UsageError(
+        f"{what} {_shown_path(path)!r} is larger than {_size(limit)}, the most popcorn reads: "
+        "split it"
+    )
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` as one line to show: a name holding bytes that are not UTF-8 (kept by Python as
+    lone surrogates, which no terminal or file can take) has them escaped."""
+    return one_line(str(path).encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
+def _size(n: int) -> str:
+    return f"{n // 2**30} GiB" if n % 2**30 == 0 else f"{n // 2**20} MiB"
+
+
+def csv_records(text: str, name: str) -> Iterator[tuple[int, int, list[str]]]:
+    """``(first line, last line, fields)`` of each record of the CSV ``text``; blank lines give
+    no record. A field longer than :data:`MAX_CSV_FIELD`, or a quote still open at the end of
+    the file, is a one-line :class:`UsageError` naming ``name`` and the line.
+
+    A record that spans lines holds a quoted field with line breaks in it: the caller decides
+    whether that can be meant (a caption) or is an unclosed quote that swallowed the rows
+    after it (a query).
+    """
+    if csv.field_size_limit() < MAX_CSV_FIELD:
+        csv.field_size_limit(MAX_CSV_FIELD)
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(lines)
+    end = 0
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            if "field limit" in str(err):
+                why = (
+                    f"a field is longer than {_size(MAX_CSV_FIELD)} (a quote left open that "
+                    "runs on through the lines after it?)"
+                )
+            else:
+                why = f"not valid CSV ({one_line(err)})"
+            raise UsageError(f"{name} line {end + 1}: {why}") from None
+        start, end = end + 1, reader.line_num
+        if not fields:
+            continue
+        if end == len(lines) and end > start and "".join(lines[start - 1 :]).count('"') % 2:
+            # The csv module keeps a quoted field open to the end of the file without a word.
+            raise UsageError(
+                f"{name} line {start}: a quote opened on this line is never closed, so every "
+                f"line after it, to line {end}, was read into one field: close the quote"
+            )
+        yield start, end, fields
 
 
 def read_json_object(path: Path, damaged: Callable[[str], Exception]) -> dict[str, Any]:
@@ -267,7 +379,9 @@ def _parse_videos(data: bytes, damaged: Callable[[str], Exception]) -> list[Vide
         except (json.JSONDecodeError, RecursionError):
             raise damaged(f"{where} is not JSON") from None
         if not _is_video(row):
-            problem = isinstance(row, dict) and check_fields(row, _VIDEO_FIELDS, where)
+            problem = isinstance(row, dict) and (
+                check_fields(row, _VIDEO_FIELDS, where) or _count_problem(row, where)
+            )
             raise damaged(problem or f"{where} is not a video popcorn wrote")
         videos.append(Video(**row))
     return videos
@@ -288,10 +402,20 @@ def _is_video(row: Any) -> bool:
         and type(row["cover_desc"]) is str
         and type(row["caption"]) is str
         and type(row["comment_count"]) is int
-        and row["comment_count"] >= 0
-        and (row["likes"] is None or type(row["likes"]) is int)
-        and (row["views"] is None or type(row["views"]) is int)
+        and 0 <= row["comment_count"] < MAX_COUNT
+        and (row["likes"] is None or (type(row["likes"]) is int and 0 <= row["likes"] < MAX_COUNT))
+        and (row["views"] is None or (type(row["views"]) is int and 0 <= row["views"] < MAX_COUNT))
     )
+
+
+def _count_problem(row: dict[str, Any], where: str) -> str | None:
+    """Which count of ``row`` is out of range (an older popcorn imported any integer)."""
+    for key in ("comment_count", "likes", "views"):
+        value = row.get(key)
+        if type(value) is int and not 0 <= value < MAX_COUNT:
+            shown = str(value) if len(str(value)) <= 24 else f"{str(value)[:20]}..."
+            return f"{where} has a {key} of {shown}, not a count from 0 to 2^53"
+    return None
 
 
 # --- MicroLens raw files --------------------------------------------------------------------
@@ -321,12 +445,13 @@ def import_microlens(
     popularity: dict[str, tuple[int, int]] = {}
     for n, fields in _tsv_rows(paths["likes"]):
         where = f"{paths['likes'].name}:{n}"
-        if len(fields) != 3 or not _is_int(fields[1]) or not _is_int(fields[2]):
+        likes, views = (_count(fields[1]), _count(fields[2])) if len(fields) == 3 else (None, None)
+        if likes is None or views is None:
             report.skip("likes/views: malformed line", where)
         elif fields[0] in popularity:
             report.skip("likes/views: duplicate id", where)
         else:
-            popularity[fields[0]] = (int(fields[1]), int(fields[2]))
+            popularity[fields[0]] = (likes, views)
     comment_counts: Counter[str] = Counter()
     for n, fields in _tsv_rows(paths["comments"]):
         if len(fields) < 3 or not fields[1].strip():
@@ -450,17 +575,13 @@ def _keyed(
     return out
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
-        raise UsageError(f"cannot read {str(path)!r}: {err.strerror}") from None
+def _read_text(path: Path, what: str = "file") -> str:
+    return read_input(path, what, MAX_TABLE_BYTES).decode("utf-8-sig", errors="replace")
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    for n, row in enumerate(csv.reader(_read_text(path).splitlines()), 1):
-        if row:
-            yield n, row
+    for start, _, row in csv_records(_read_text(path), path.name):
+        yield start, row
 
 
 def _tsv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -469,8 +590,31 @@ def _tsv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             yield n, line.split("\t")
 
 
-def _is_int(text: str) -> bool:
-    return text.strip().lstrip("-").isdigit()
+_WHOLE = re.compile(r"\+?[0-9]{1,20}", re.ASCII)
+
+
+def _count(value: Any) -> int | None:
+    """``value`` as a count, a whole number from 0 to below :data:`MAX_COUNT`, else None.
+
+    ``12.0`` and ``"12.0"`` are 12 (how spreadsheets and pandas write whole numbers);
+    ``true``, ``1.5``, ``-3``, ``nan``, ``1e30`` and ``"1e400"`` (infinite as a float) are not
+    counts.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+        number = int(value.strip())  # exact: no float rounding of long digit strings
+    else:
+        try:
+            real = float(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if not math.isfinite(real) or not real.is_integer() or abs(real) >= MAX_COUNT:
+            return None
+        number = int(real)
+    return number if 0 <= number < MAX_COUNT else None
 
 
 # --- keeping only some videos ---------------------------------------------------------------
@@ -480,10 +624,8 @@ def read_id_list(path: Path | str) -> set[str]:
     """The video ids in ``path``: one a line (the first field where a line has more, so a
     one-column CSV works too); blank lines and ``#`` comments are ignored."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"id list not found: {str(path)!r}")
     ids = set()
-    for line in _read_text(path).splitlines():
+    for line in _read_text(path, "id list").splitlines():
         first = line.replace("\t", ",").split(",", 1)[0].strip()
         if first and not first.startswith("#"):
             ids.add(first)
@@ -527,6 +669,7 @@ def import_rows(rows: Iterable[Mapping[str, Any]], source: str) -> tuple[Corpus,
     report = ImportReport(source=source)
     videos: list[Video] = []
     seen: set[str] = set()
+    bad_popularity: list[str] = []
     columns: dict[str, str | None] | None = None
     for n, row in enumerate(rows, 1):
         if columns is None:
@@ -538,14 +681,19 @@ def import_rows(rows: Iterable[Mapping[str, Any]], source: str) -> tuple[Corpus,
         if missing:
             report.skip(f"missing {missing[0]}", where)
             continue
-        count = _int(get["comment_count"])
-        if count is None or count < 0:
+        count = _count(get["comment_count"])
+        if count is None:
             report.skip("bad comment_count", where)
             continue
         if vid in seen:
             report.skip("duplicate id", where)
             continue
         seen.add(vid)
+        likes, views = _count(get["likes"]), _count(get["views"])
+        if (likes is None and get["likes"] not in (None, "")) or (
+            views is None and get["views"] not in (None, "")
+        ):
+            bad_popularity.append(where)
         videos.append(
             Video(
                 vid,
@@ -554,9 +702,14 @@ def import_rows(rows: Iterable[Mapping[str, Any]], source: str) -> tuple[Corpus,
                 count,
                 cover_desc=_text(get["cover_desc"]),
                 caption=_text(get["caption"]),
-                likes=_int(get["likes"]),
-                views=_int(get["views"]),
+                likes=likes,
+                views=views,
             )
+        )
+    if bad_popularity:
+        report.notes.append(
+            f"{len(bad_popularity):,} rows have likes or views that are not counts from 0 to "
+            f"2^53, left empty (e.g. {', '.join(bad_popularity[:3])})"
         )
     report.kept = len(videos)
     return Corpus(videos), report
@@ -565,22 +718,56 @@ def import_rows(rows: Iterable[Mapping[str, Any]], source: str) -> tuple[Corpus,
 def import_table(path: Path | str) -> tuple[Corpus, ImportReport]:
     """Read the pre-joined table from a .parquet, .csv or .jsonl file."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"table file not found: {str(path)!r}")
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".ndjson", ".parquet"):
+        raise UsageError(f"{one_line(path.name)}: expected a .parquet, .csv or .jsonl table")
+    notes: list[str] = []
     if suffix == ".csv":
-        rows: Iterable[Mapping[str, Any]] = list(csv.DictReader(_read_text(path).splitlines()))
+        rows: Iterable[Mapping[str, Any]] = _table_csv_rows(path, notes)
     elif suffix in (".jsonl", ".ndjson"):
         rows = list(_jsonl_rows(path))
-    elif suffix == ".parquet":
+    else:
         try:
             import pyarrow.parquet as pq
         except ImportError:
             raise MissingDependencyError("pyarrow", "data", "Reading parquet") from None
-        rows = pq.read_table(path).to_pylist()
-    else:
-        raise UsageError(f"{path.name}: expected a .parquet, .csv or .jsonl table")
-    return import_rows(rows, f"table:{path}")
+        rows = _parquet_rows(pq, path)
+    corpus, report = import_rows(rows, f"table:{path}")
+    report.notes.extend(notes)
+    return corpus, report
+
+
+def _table_csv_rows(path: Path, notes: list[str]) -> list[dict[str, str | None]]:
+    """The rows of a CSV table as the csv module's ``DictReader`` gives them; rows whose quoted
+    fields run over several lines are noted (meant in a caption, or an unclosed quote)."""
+    header: list[str] | None = None
+    rows: list[dict[str, str | None]] = []
+    spanning: list[str] = []
+    for start, end, fields in csv_records(_read_text(path, "table file"), path.name):
+        if header is None:
+            header = fields
+            continue
+        if end > start:
+            spanning.append(f"lines {start}-{end}")
+        rows.append(
+            {name: (fields[i] if i < len(fields) else None) for i, name in enumerate(header)}
+        )
+    if spanning:
+        notes.append(
+            f"{len(spanning):,} rows of {one_line(path.name)} have a quoted field over several "
+            f"lines ({', '.join(spanning[:3])}): if that is not meant, look for an unclosed quote"
+        )
+    return rows
+
+
+def _parquet_rows(pq: Any, path: Path) -> list[dict[str, Any]]:
+    with open_input(path, "table file", MAX_TABLE_BYTES) as f:
+        try:
+            return list(pq.read_table(f).to_pylist())
+        except (OSError, ValueError) as err:  # pyarrow's own errors derive from these
+            raise UsageError(
+                f"{one_line(path.name)} is not a readable parquet table: {one_line(err)}"
+            ) from None
 
 
 def import_hf(dataset_id: str, split: str = "train") -> tuple[Corpus, ImportReport]:
@@ -600,13 +787,15 @@ def import_hf(dataset_id: str, split: str = "train") -> tuple[Corpus, ImportRepo
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
-    for n, line in enumerate(_read_text(path).splitlines(), 1):
+    for n, line in enumerate(_read_text(path, "table file").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise UsageError(f"{path.name} line {n}: not JSON") from None
+        except RecursionError:
+            raise UsageError(f"{path.name} line {n}: JSON nested too deeply to be a row") from None
         if not isinstance(row, dict):
             raise UsageError(f"{path.name} line {n}: expected a JSON object")
         yield row
@@ -628,12 +817,3 @@ def _map_columns(names: list[str], source: str) -> dict[str, str | None]:
 
 def _text(value: Any) -> str:
     return "" if value is None else " ".join(str(value).split())
-
-
-def _int(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return None

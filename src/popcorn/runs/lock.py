@@ -9,6 +9,11 @@ two files of the same name.
 
 Locks are reentrant within a thread, so code that holds a folder's lock may call code that
 takes it again; other threads of the same process wait like other processes do.
+
+A folder can come from anyone (a shared store, an unpacked archive), so the lock file is opened
+without following a link and is written only once it is known to be a regular file with no other
+name: a planted ``.lock`` (a link to a file worth keeping, a FIFO, a folder, a hard link) is a
+one-line error asking to remove it, never a file truncated elsewhere.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,16 @@ WAIT_SECONDS = 1800.0
 """How long a writer waits for another one by default: longer than a slow local render."""
 _POLL_SECONDS = 0.1
 _BUSY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
+# No link followed, and no wait on a FIFO or a device that someone named ``.lock``.
+_OPEN_FLAGS = (
+    os.O_RDWR
+    | os.O_CREAT
+    | os.O_CLOEXEC
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+)
+_PID_BYTES = 32
 _log = logging.getLogger(__name__)
 
 
@@ -56,11 +72,18 @@ _held_lock = threading.Lock()
 
 def holder(lock_file: Path) -> int | None:
     """The pid written in ``lock_file`` by its holder, if any (it may have ended since)."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        text = lock_file.read_text(encoding="ascii").strip()
+        fd = os.open(lock_file, flags)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            text = os.read(fd, _PID_BYTES).decode("ascii").strip()
+        finally:
+            os.close(fd)
     except (OSError, UnicodeDecodeError):
         return None
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isdigit() and len(text) < 20 else None
 
 
 @contextmanager
@@ -71,12 +94,15 @@ def folder_lock(
     wait: float = WAIT_SECONDS,
     error: type[PopcornError] = PopcornError,
     stop: threading.Event | None = None,
+    on_acquire: Callable[[], None] | None = None,
 ) -> Iterator[None]:
     """Hold ``folder``'s lock for the block, waiting up to ``wait`` seconds for another holder.
 
     ``what`` names the folder in messages (e.g. "run folder '/x'"). A lock file that cannot be
-    created (a read-only or full disk) raises ``error``; a lock still held after ``wait``
-    seconds (or once ``stop`` is set) raises :class:`LockedError` naming the holder's pid.
+    created (a read-only or full disk) or that is not a regular file of its own (a link, a FIFO,
+    a folder) raises ``error``; a lock still held after ``wait`` seconds (or once ``stop`` is
+    set) raises :class:`LockedError` naming the holder's pid. ``on_acquire`` runs once the lock
+    is won (not when this thread takes it again): no other writer is in the folder then.
     """
     path = Path(os.path.abspath(folder / LOCK_FILE))
     me = threading.get_ident()
@@ -86,6 +112,12 @@ def folder_lock(
             held.depth += 1
     if held is None or held.thread != me:
         held = _Held(path, _acquire(path, what, wait, error, stop), me)
+        if on_acquire is not None:
+            try:
+                on_acquire()
+            except BaseException:
+                _release(held)
+                raise
         with _held_lock:
             _held[path] = held
     try:
@@ -126,6 +158,12 @@ def _acquire(
             break
         os.close(fd)  # its holder deleted this file as it let go: lock the one there now
     try:
+        # Checked again on the locked file: it may have been swapped since it was opened.
+        _check_own(fd, path, what, error)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
         # Only for messages, so whoever waits can name the holder; a full disk that refuses
         # these few bytes is reported by the writes that follow.
         os.ftruncate(fd, 0)
@@ -138,12 +176,61 @@ def _acquire(
 def _open(path: Path, what: str, error: type[PopcornError]) -> int:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, _OPEN_FLAGS, 0o644)
     except OSError as err:
+        kind = _kind(path)
+        if kind is not None:
+            raise error(_not_regular(path, what, kind)) from None
         raise error(
             f"cannot write the {what} (its lock file): {err.strerror or err} (make it "
             "writable or free some space, then run the command again)"
         ) from None
+    try:
+        _check_own(fd, path, what, error)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_own(fd: int, path: Path, what: str, error: type[PopcornError]) -> None:
+    """Refuse a lock file that is not a regular file, or that has another name too: writing
+    the pid into it would change a file someone keeps elsewhere."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise error(_not_regular(path, what, _describe(info.st_mode)))
+    if info.st_nlink > 1:
+        raise error(_not_regular(path, what, f"a hard link with {info.st_nlink} names"))
+
+
+def _kind(path: Path) -> str | None:
+    """What ``path`` is when it is there but is not a regular file; None otherwise."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else _describe(mode)
+
+
+def _describe(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _not_regular(path: Path, what: str, kind: str) -> str:
+    return (
+        f"the lock file of the {what} is {kind}, not a regular file: {str(path)!r} was not "
+        "written (remove it, then run the command again)"
+    )
 
 
 def _try_lock(fd: int, path: Path, what: str, error: type[PopcornError]) -> bool:
@@ -157,10 +244,10 @@ def _try_lock(fd: int, path: Path, what: str, error: type[PopcornError]) -> bool
 
 
 def _still_named(fd: int, path: Path) -> bool:
-    """Whether ``path`` still names the file open as ``fd``."""
+    """Whether ``path`` still names the file open as ``fd`` (a link to it does not)."""
     try:
-        named = os.stat(path)
-    except FileNotFoundError:
+        named = os.lstat(path)
+    except OSError:
         return False
     mine = os.fstat(fd)
     return (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino)
@@ -175,8 +262,10 @@ def _by(path: Path) -> str:
 
 def _release(held: _Held) -> None:
     try:
-        # Deleted while still locked, so no one can have locked this file under its name.
-        held.path.unlink(missing_ok=True)
+        # Deleted while still locked, so no one can have locked this file under its name; a
+        # name that now points elsewhere (swapped in meanwhile) is not ours to delete.
+        if _still_named(held.fd, held.path):
+            held.path.unlink(missing_ok=True)
     except OSError:
         pass
     finally:

@@ -11,14 +11,21 @@ Later stages add their own files (references, media, scores) and record them in
 that writes a folder holds its lock (``.lock``, see :mod:`popcorn.runs.lock`) so that two
 processes never mix their work in one folder. Reading needs no lock and writes nothing, so a
 finished run can be served from a read-only store.
+
+A store is read as untrusted: a folder that cannot be read, a manifest that is garbage (binary,
+nested too deep to parse, huge, a FIFO) is a one-line :class:`RunStoreError` naming it, and
+listing the store (:meth:`RunStore.scan`) skips such a folder with a note instead of failing for
+all the others. Nothing is written through a run folder that is a symbolic link.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from popcorn._io import atomic_write_bytes, atomic_write_json, read_json
+from popcorn._io import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temps
 from popcorn.errors import RunStoreError
 from popcorn.runs.keys import folder_name
 from popcorn.runs.lock import WAIT_SECONDS, folder_lock
@@ -34,6 +41,8 @@ from popcorn.script import Script
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+MANIFEST_LIMIT = 16 * 2**20
+"""The largest manifest read: a real one is a few kilobytes."""
 _TRACKED_PACKAGES = ("popcorn-video", "llama-cpp-python", "transformers", "torch", "httpx")
 
 Status = Literal["running", "done", "failed"]
@@ -94,18 +103,23 @@ class Run:
 
     @classmethod
     def load(cls, path: Path) -> Run:
+        """The run in folder ``path``; anything wrong with it (no manifest, an unreadable or
+        garbage one, one from a newer popcorn) is a one-line :class:`RunStoreError`."""
         path = Path(path)
         file = path / MANIFEST
-        if not file.is_file():
-            raise RunStoreError(f"{str(path)!r} is not a run folder (no {MANIFEST})")
         try:
-            data = read_json(file)
+            data = read_json(file, MANIFEST_LIMIT, follow=False)
+        except (FileNotFoundError, NotADirectoryError):
+            raise RunStoreError(f"{str(path)!r} is not a run folder (no {MANIFEST})") from None
         except (OSError, ValueError) as err:
-            raise RunStoreError(f"cannot read {str(file)!r}: {err}") from None
-        found = data.get("schema_version") if isinstance(data, dict) else None
-        if not isinstance(found, int) or found > SCHEMA_VERSION:
             raise RunStoreError(
-                f"{str(file)!r} has schema version {found!r}; this popcorn reads up to "
+                f"cannot read the run folder {str(path)!r}: {MANIFEST}: {_reason(err)} "
+                "(repair the folder or delete it)"
+            ) from None
+        found = data.get("schema_version") if isinstance(data, dict) else None
+        if not isinstance(found, int) or isinstance(found, bool) or found > SCHEMA_VERSION:
+            raise RunStoreError(
+                f"{str(file)!r} has schema version {_short(found)}; this popcorn reads up to "
                 f"{SCHEMA_VERSION}: upgrade popcorn"
             )
         try:
@@ -113,6 +127,10 @@ class Run:
         except ValidationError as err:
             message = err.errors()[0]["msg"]
             raise RunStoreError(f"{str(file)!r} is not a valid manifest: {message}") from None
+        except RecursionError:
+            raise RunStoreError(
+                f"{str(file)!r} is not a valid manifest: nested too deeply"
+            ) from None
         return cls(path, manifest)
 
     @property
@@ -151,17 +169,41 @@ class Run:
         return target
 
     def _write(self, name: str, write: Callable[[], None]) -> None:
+        _refuse_link(self.path)
         try:
             write()
         except OSError as err:
-            raise RunStoreError(
+            message = (
                 f"cannot write {name} in the run folder {str(self.path)!r}: "
                 f"{err.strerror or err} (make the folder writable or free some space, then run "
                 "the command again)"
-            ) from None
+            )
+            raise RunStoreError(message + self._after_failed_write(name, err)) from None
+
+    def _after_failed_write(self, name: str, err: OSError) -> str:
+        """Mark a running run failed once one of its files cannot be written (a full disk), so
+        it does not stay ``running`` for ever; what to add to the message."""
+        if name == MANIFEST:
+            if self.manifest.status == "running":
+                return "; the run stays marked running and is redone on the next run"
+            return ""
+        if self.manifest.status != "running":
+            return ""
+        reason = "disk_full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "write"
+        failure = {"reason": reason, "message": f"cannot write {name}: {err.strerror or err}"}
+        try:
+            with self._lock:
+                self.manifest.status = "failed"
+                self.manifest.error = failure
+                self.manifest.updated_at = now()
+                data = self.manifest.model_dump(mode="json")
+            atomic_write_json(self.path / MANIFEST, data)
+        except OSError:
+            return "; the run stays marked running (its manifest could not be written either)"
+        return ""
 
     def read_json(self, name: str) -> Any:
-        return read_json(self._file(name))
+        return read_json(self._file(name), follow=False)
 
     def script(self) -> Script | None:
         name = self.manifest.files.get("script")
@@ -223,26 +265,80 @@ class RunStore:
         return run
 
     def __iter__(self) -> Iterator[Run]:
-        if not self.root.is_dir():
-            return
-        runs = []
-        for child in self.root.iterdir():
-            if (child / MANIFEST).is_file():
-                try:
-                    runs.append(Run.load(child))
-                except RunStoreError:
-                    continue
-        yield from sorted(runs, key=lambda r: r.manifest.created_at)
+        """The runs that can be read, oldest first (:meth:`scan` also says what was skipped)."""
+        yield from self.scan()[0]
+
+    def scan(self) -> tuple[list[Run], list[str]]:
+        """The runs that can be read, oldest first, and one note for each folder skipped because
+        it could not be read (naming it and why). Folders without a manifest (not runs, or one
+        just being created) and hidden entries are passed over in silence."""
+        runs, skipped = self.scan_folders()
+        return runs, [note for _, note in skipped]
+
+    def scan_folders(self) -> tuple[list[Run], list[tuple[Path, str]]]:
+        """:meth:`scan` with the path of each skipped folder beside its note."""
+        runs: list[Run] = []
+        skipped: list[tuple[Path, str]] = []
+        try:
+            children = sorted(os.scandir(self.root), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return runs, skipped
+        except OSError as err:
+            raise RunStoreError(
+                f"cannot read the run store {str(self.root)!r}: {err.strerror or err} (make it "
+                "readable or choose another --out)"
+            ) from None
+        for entry in children:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            problem = _not_a_run(entry)
+            if problem == "":
+                continue
+            if problem is not None:
+                skipped.append((path, f"skipped {str(path)!r}: {problem}"))
+                continue
+            try:
+                runs.append(Run.load(path))
+            except RunStoreError as err:
+                skipped.append((path, f"skipped a damaged run: {err}"))
+        return sorted(runs, key=lambda r: r.manifest.created_at), skipped
 
 
+@contextmanager
 def lock_folder(
     path: Path, wait: float = WAIT_SECONDS, stop: threading.Event | None = None
-) -> AbstractContextManager[None]:
-    """The lock of the run folder ``path``; its errors are :class:`RunStoreError`."""
-    return folder_lock(path, f"run folder {str(path)!r}", wait=wait, error=RunStoreError, stop=stop)
+) -> Iterator[None]:
+    """The lock of the run folder ``path``; its errors are :class:`RunStoreError`.
+
+    Whoever wins it is the folder's only writer, so it first deletes the temporary files that
+    a killed writer left behind (a half-encoded ``.clip.*.mp4``).
+    """
+    path = Path(path)
+    _refuse_link(path)
+    with folder_lock(
+        path,
+        f"run folder {str(path)!r}",
+        wait=wait,
+        error=RunStoreError,
+        stop=stop,
+        on_acquire=lambda: _clean(path),
+    ):
+        yield
+
+
+def _clean(path: Path) -> None:
+    import logging
+
+    removed = remove_stale_temps(path)
+    if removed:
+        logging.getLogger(__name__).info(
+            "removed %d temporary file(s) a stopped writer left in %s", len(removed), path
+        )
 
 
 def _make_folder(path: Path) -> None:
+    _refuse_link(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -250,3 +346,42 @@ def _make_folder(path: Path) -> None:
             f"cannot create the run folder {str(path)!r}: {err.strerror or err} (make "
             f"{str(path.parent)!r} writable or choose another --out)"
         ) from None
+    _refuse_link(path)  # made a link by someone else meanwhile
+
+
+def _refuse_link(path: Path) -> None:
+    """Writing through a run folder that is a link would write wherever it points."""
+    if path.is_symlink():
+        raise RunStoreError(
+            f"the run folder {str(path)!r} is a symbolic link: popcorn writes only into real "
+            "folders of the run store (remove the link, then run the command again)"
+        )
+
+
+def _not_a_run(entry: os.DirEntry[str]) -> str | None:
+    """Why the store entry ``entry`` is skipped with a note, "" to pass it over silently, or
+    None when it looks like a run folder to load."""
+    try:
+        if entry.is_symlink():
+            if os.path.lexists(os.path.join(entry.path, MANIFEST)):
+                return "it is a symbolic link, not a run folder (remove the link)"
+            return ""
+        if not entry.is_dir(follow_symlinks=False):
+            return ""
+        os.lstat(os.path.join(entry.path, MANIFEST))
+    except (FileNotFoundError, NotADirectoryError):
+        return ""
+    except OSError as err:
+        return f"cannot read it: {err.strerror or err} (repair the folder or delete it)"
+    return None
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    return str(err)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

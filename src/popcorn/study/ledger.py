@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,24 @@ _MIGRATIONS = [
     ALTER TABLE jobs ADD COLUMN reason TEXT
     """,
 ]
+_FIX = (
+    "move it away and run 'popcorn study run' again to start a new ledger (the run store keeps "
+    "finished scripts and media, so they are not made again)"
+)
+_NO_SPACE = ("SQLITE_FULL", "SQLITE_IOERR")
+_READ_ONLY = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")
+_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
+
+@cache
+def _columns() -> frozenset[str]:
+    """Every column the migrations make: a ledger lacking one is not one this popcorn wrote."""
+    with closing(sqlite3.connect(":memory:")) as db:
+        for script in _MIGRATIONS:
+            for statement in script.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        return frozenset(str(row[1]) for row in db.execute("PRAGMA table_info(jobs)"))
 
 
 def _now() -> str:
@@ -84,24 +103,55 @@ class Ledger:
     """Only the process that runs the study writes; readers (``study status``) may look on."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(
+                f"cannot create the study folder {str(path.parent)!r}: {err.strerror or err} "
+                "(make its parent writable, then run the command again)"
+            ) from None
+        try:
             self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        except sqlite3.Error as err:
+            raise UsageError(f"cannot open the study ledger {str(path)!r}: {err}") from None
+        try:
             self.db.row_factory = sqlite3.Row
+            version = self._refuse_foreign()  # before anything writes to the file
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
-        except sqlite3.DatabaseError as err:
-            raise UsageError(f"cannot open the study ledger {str(path)!r}: {err}") from None
+            self._migrate(version)
+            self._check_schema()
+        except PopcornError:
+            self.db.close()
+            raise
+        except sqlite3.Error as err:
+            self.db.close()
+            raise UsageError(self._problem("open", err)) from None
 
     def close(self) -> None:
         self.db.close()
 
-    def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+    def _refuse_foreign(self) -> int:
+        """The ledger's schema version, once it is known to be a ledger (or empty): a database
+        of something else is refused before it is changed in any way."""
+        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        tables = self._tables()
+        if version == 0 and tables:
+            raise UsageError(
+                f"{str(self.path)!r} is not a popcorn study ledger (a database with other "
+                f"tables and no ledger version): {_FIX}"
+            )
+        if version > 0 and "jobs" not in tables:
+            raise UsageError(
+                f"{str(self.path)!r} is not a popcorn study ledger (no table 'jobs'): it was "
+                f"damaged or made by something else; {_FIX}"
+            )
         if version > len(_MIGRATIONS):
             raise UsageError(f"{str(self.path)!r} was written by a newer popcorn: upgrade")
+        return version
+
+    def _migrate(self, version: int) -> None:
         for number, script in enumerate(_MIGRATIONS[version:], version + 1):
             with self.transaction():
                 for statement in script.split(";"):
@@ -109,10 +159,48 @@ class Ledger:
                         self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {number}")
 
+    def _tables(self) -> set[str]:
+        rows = self.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        return {str(row[0]) for row in rows}
+
+    def _check_schema(self) -> None:
+        """Refuse a ledger whose ``jobs`` table lacks columns this popcorn writes (one edited,
+        or a database of something else that happens to carry our version number)."""
+        found = {str(row[1]) for row in self.db.execute("PRAGMA table_info(jobs)")}
+        missing = sorted(_columns() - found)
+        if missing:
+            what = "no table 'jobs'" if not found else f"no column {', '.join(missing[:5])}"
+            raise UsageError(
+                f"{str(self.path)!r} is not a popcorn study ledger ({what}): it was damaged or "
+                f"made by something else; {_FIX}"
+            )
+
+    def _problem(self, doing: str, err: sqlite3.Error) -> str:
+        """The one-line reason ``err`` stopped the ledger from being ``doing`` (open, write),
+        with the fix that suits it: space only for a full disk."""
+        name = getattr(err, "sqlite_errorname", "") or ""
+        where = f"cannot {doing} the study ledger {str(self.path)!r}: {err}"
+        if name.startswith(_NO_SPACE):
+            return (
+                f"{where} (free some space and run 'popcorn study run' again: finished jobs "
+                "are kept)"
+            )
+        if name.startswith(_READ_ONLY):
+            return f"{where} (make it and its folder writable, then run the command again)"
+        if name.startswith(_BUSY):
+            return (
+                f"{where} (another process holds it: wait for it to finish, then run the "
+                "command again)"
+            )
+        if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+            return f"{where} (it is not a popcorn study ledger, or it is damaged: {_FIX})"
+        return f"{where} (its tables are not the ones this popcorn writes: {_FIX})"
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One all-or-nothing change; a ledger that cannot be written (a full disk, a locked
-        file) is a one-line error, and the last committed state stays as it was."""
+        file, a schema that is not ours) is a one-line error saying which and what to do, and
+        the last committed state stays as it was."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -124,10 +212,7 @@ class Ledger:
         except sqlite3.OperationalError as err:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
-            raise PopcornError(
-                f"cannot write the study ledger {str(self.path)!r}: {err} (free some space and "
-                "run 'popcorn study run' again: finished jobs are kept)"
-            ) from None
+            raise PopcornError(self._problem("write", err)) from None
 
     # --- writing ------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from popcorn._io import atomic_write_bytes, atomic_write_text
-from popcorn.safety import redact, register_environment_secrets
+from popcorn.safety import one_line, redact, register_environment_secrets
 from popcorn.study.run import open_ledger
 from popcorn.study.spec import Study
 from popcorn.study.stats import bootstrap_mean, paired_test
@@ -101,58 +101,69 @@ def write_table(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
 
 @dataclass
 class Page:
-    """Blocks rendered to Markdown and HTML alike: (kind, payload)."""
+    """Blocks rendered to Markdown and HTML alike: (kind, payload).
+
+    Every text comes from somewhere else (the study's name, queries, model names, errors), so
+    both renderings drop its control characters and terminal escapes and fold it onto one
+    line: ``cat report.md`` must not retitle a terminal or clear its screen."""
 
     title: str
     blocks: list[tuple[str, Any]]
 
     def markdown(self) -> str:
-        out = [f"# {self.title}", ""]
+        out = [f"# {_md(self.title)}", ""]
         for kind, payload in self.blocks:
             if kind == "h2":
-                out += [f"## {payload}", ""]
+                out += [f"## {_md(payload)}", ""]
             elif kind == "p":
-                out += [payload, ""]
+                out += [_md(payload), ""]
             elif kind == "table":
                 head, rows = payload
-                out.append("| " + " | ".join(head) + " |")
+                out.append("| " + " | ".join(_md(h) for h in head) + " |")
                 out.append("|" + "---|" * len(head))
                 out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
                 out.append("")
             elif kind == "img":
-                out += [f"![{payload}]({payload})", ""]
+                out += [f"![{_md(payload)}]({_md(payload)})", ""]
         return "\n".join(out)
 
     def html(self) -> str:
-        body = [f"<h1>{html.escape(self.title)}</h1>"]
+        body = [f"<h1>{_html(self.title)}</h1>"]
         for kind, payload in self.blocks:
             if kind == "h2":
-                body.append(f"<h2>{html.escape(payload)}</h2>")
+                body.append(f"<h2>{_html(payload)}</h2>")
             elif kind == "p":
-                body.append(f"<p>{html.escape(payload)}</p>")
+                body.append(f"<p>{_html(payload)}</p>")
             elif kind == "table":
                 head, rows = payload
-                cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+                cells = "".join(f"<th>{_html(h)}</th>" for h in head)
                 lines = [f"<tr>{cells}</tr>"]
                 for row in rows:
-                    tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+                    tds = "".join(f"<td>{_html(c)}</td>" for c in row)
                     lines.append(f"<tr>{tds}</tr>")
                 body.append("<table>" + "".join(lines) + "</table>")
             elif kind == "img":
-                body.append(f'<img src="{html.escape(payload)}" alt="{html.escape(payload)}">')
+                body.append(f'<img src="{_html(payload)}" alt="{_html(payload)}">')
         style = (
             "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
             "padding:4px 8px;text-align:left}img{max-width:100%}"
         )
         return (
-            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}"
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{_html(self.title)}"
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
         )
 
 
 def _md(cell: Any) -> str:
-    return str(cell).replace("|", "\\|").replace("\n", " ")
+    """A cell as Markdown text: one line, no control characters, no column break, and no tag
+    a Markdown viewer would render as HTML."""
+    text = one_line(cell).replace("|", "\\|")
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _html(cell: Any) -> str:
+    return html.escape(one_line(cell))
 
 
 def _fmt(x: float) -> str:
@@ -171,10 +182,12 @@ def write_report(study: Study) -> dict[str, Any]:
     files = write_table(rows, folder)
     scored = [r for r in rows if r["status"] == "done" and r["score"] is not None]
     clips = distinct_clips(scored)
-    human = _human(study)
+    human, human_note = _human(study)
     blocks: list[tuple[str, Any]] = []
     done = sum(r["status"] == "done" for r in rows)
     blocks.append(("p", _PROFILES.get(study.profile, f"Profile: {study.profile}.")))
+    if human_note:
+        blocks.append(("p", human_note))
     blocks.append(
         (
             "p",
@@ -357,11 +370,20 @@ def _by_config(items: list[dict[str, Any]]) -> dict[str, list[float]]:
     return out
 
 
-def _human(study: Study) -> np.ndarray | None:
+def _human(study: Study) -> tuple[np.ndarray | None, str | None]:
+    """The predictor's scores of held-out real videos (``human.json``), and a note for the
+    report when that file is there but cannot be used: the report goes on without the row."""
     if study.predictor is None or not (study.predictor / "human.json").is_file():
-        return None
-    scores = json.loads((study.predictor / "human.json").read_text(encoding="utf-8"))["scores"]
-    return np.array(scores, dtype=np.float64)
+        return None, None
+    path = study.predictor / "human.json"
+    try:
+        scores = np.array(json.loads(path.read_text(encoding="utf-8"))["scores"], np.float64)
+        if scores.ndim != 1 or not np.isfinite(scores).all():
+            raise ValueError("not a list of finite numbers")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
+        why = one_line(err)[:200] or type(err).__name__
+        return None, f"The human row is left out: {path} cannot be used ({why})."
+    return scores, None
 
 
 def _pe_vs_basic(clips: list[dict[str, Any]]) -> list[list[Any]]:
@@ -417,14 +439,14 @@ def _figures(
     fig, axes = plt.subplots(1, len(by_type), figsize=(6 * len(by_type), 4.5), squeeze=False)
     for ax, (qtype, items) in zip(axes[0], sorted(by_type.items()), strict=True):
         groups = sorted(_by_config(items).items())
-        labels = [name for name, _ in groups]
+        labels = [_label(name) for name, _ in groups]
         data = [values for _, values in groups]
         if human is not None:
             labels.append("human")
             data.append(list(human))
         ax.boxplot(data, orientation="horizontal", showmeans=True)
         ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
-        ax.set_title(qtype)
+        ax.set_title(_label(qtype))
         ax.set_xlabel("predicted log2(1 + comments)")
     fig.tight_layout()
     names.append(_save(fig, folder, "distributions"))
@@ -434,7 +456,8 @@ def _figures(
     for axis, fixed in (("refs", "categories"), ("categories", "refs")):
         curves: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in everything:
-            curves[f"{r['llm']} ({fixed} {r[fixed]})"][int(r[axis])].append(float(r["score"]))
+            label = _label(f"{r['llm']} ({fixed} {r[fixed]})")
+            curves[label][int(r[axis])].append(float(r["score"]))
         curves = {k: v for k, v in curves.items() if len(v) > 1}
         if not curves:
             continue
@@ -449,6 +472,12 @@ def _figures(
         names.append(_save(fig, folder, f"ablation_{axis}"))
         plt.close(fig)
     return names
+
+
+def _label(text: Any) -> str:
+    """Text for a figure: one line, and a ``$`` (a model name, a query type) kept literal, not
+    read as the start of mathtext, which one stray ``$`` would make fail to render."""
+    return one_line(text).replace("$", r"\$")
 
 
 def _save(fig: Any, folder: Path, stem: str) -> str:

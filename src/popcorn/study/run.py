@@ -266,7 +266,7 @@ def predictor_bank_ids(predictor: Path) -> set[str] | None:
     try:
         split = json.loads(meta_file.read_text(encoding="utf-8")).get("split")
         return {str(i) for part in ("train", "val") for i in split[part]}
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+    except (OSError, ValueError, AttributeError, KeyError, TypeError, RecursionError):
         raise UsageError(
             f"{str(meta_file)!r} holds no readable split (train, val and test ids): train the "
             "predictor again ('popcorn predictor train')"
@@ -283,7 +283,14 @@ def _scorer_id(study: Study) -> str | None:
             f"the study's predictor {str(study.predictor)!r} holds no trained model: train one "
             "('popcorn predictor train') or remove 'predictor' from the study file"
         )
-    return str(json.loads(meta.read_text(encoding="utf-8")).get("weights_sha256", ""))[:16]
+    try:
+        found = json.loads(meta.read_text(encoding="utf-8")).get("weights_sha256", "")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        raise UsageError(
+            f"{str(meta)!r} cannot be read as a trained predictor's record: train the predictor "
+            "again ('popcorn predictor train')"
+        ) from None
+    return str(found)[:16]
 
 
 def status(study: Study) -> dict[str, Any]:

@@ -10,7 +10,7 @@
     modes = ["basic", "pe:10", "pe:50", "pe:10:2"]   # pe:N[:K] = N references, K categories
     videos = ["preview"]                             # clip generators ("none" for no clip)
     covers = ["preview"]
-    seeds = [42]
+    seeds = [42]                                     # integers from 0 to 2^32 - 1
     candidates = 1                                   # > 1: best-of-N per job (needs predictor)
     predictor = "popcorn-predictor"                  # optional: score every clip
     corpus = "popcorn-corpus"                        # needed by pe modes
@@ -36,24 +36,31 @@ popcorn.toml, or the environment) gives explicitly wins over the profile's defau
 ``profile`` line a study runs the ``paper`` profile, unless ``POPCORN_PROFILE`` or popcorn.toml's
 ``[run] profile`` names another.
 Every combination is a job whose key hashes exactly what changes its output (the profile and
-the prompt templates' hash included); unknown keys and bad values are errors that name their
-line.
+the prompt templates' hash included); unknown keys and bad values (``true`` where a number
+belongs, ``study = 5`` where a section does) are errors that name their line. Only the plugins
+the study names are loaded: a broken plugin it does not use cannot stop it.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from popcorn.config import Settings
-from popcorn.errors import UsageError
+from popcorn.config import Settings, parse_toml, read_settings_text
+from popcorn.errors import PopcornError, UsageError
 from popcorn.generation import QueryItem
 from popcorn.profiles import PROFILE_NAMES
+from popcorn.queries import QueryList, RefusedQuery
+from popcorn.registry import brief
 from popcorn.runs.keys import job_key
+from popcorn.safety import one_line
+
+log = logging.getLogger(__name__)
 
 _STUDY_KEYS = {
     "name",
@@ -71,6 +78,8 @@ _STUDY_KEYS = {
 }
 _SETTINGS_SECTIONS = ("llm", "decoding", "pe", "gate", "media", "predictor")
 _MODE = re.compile(r"^(basic|pe:(\d+)(?::(\d+))?)$")
+SEED_MAX = 2**32 - 1
+"""The largest seed: what llama.cpp and the ledger's integer columns hold alike."""
 
 
 @dataclass(frozen=True)
@@ -254,13 +263,16 @@ def load_study(path: Path | str) -> Study:
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_settings_text(path)
     except FileNotFoundError:
         raise UsageError(f"study file not found: {str(path)!r}") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UsageError(f"cannot read study file {str(path)!r}: {reason}") from None
+    except ValueError as err:
         raise UsageError(f"cannot read study file {str(path)!r}: {err}") from None
     try:
-        data = tomllib.loads(text)
+        data = parse_toml(text)
     except tomllib.TOMLDecodeError as err:
         raise UsageError(f"{path.name}: {err}") from None
 
@@ -271,6 +283,14 @@ def load_study(path: Path | str) -> Study:
         if section not in ("study", "queries", *_SETTINGS_SECTIONS):
             known = ", ".join(f"[{name}]" for name in ("study", "queries", *_SETTINGS_SECTIONS))
             raise fail(section, f"unknown section or key {section!r} (expected {known})")
+    # A key set at the top (study = 5, queries = "q.txt") where a section belongs.
+    for section in ("study", "queries"):
+        if not isinstance(data.get(section, {}), dict):
+            raise fail(
+                section,
+                f"{section!r} must be a [{section}] section "
+                + ("of settings" if section == "study" else 'of name = "file" lines'),
+            )
     study = data.get("study", {})
     for key in study:
         if key not in _STUDY_KEYS:
@@ -301,14 +321,10 @@ def load_study(path: Path | str) -> Study:
     videos, covers = strings("videos", ["preview"]), strings("covers", ["preview"])
     _check_generators(videos, covers, fail)
     seeds = study.get("seeds", [42])
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and s >= 0 for s in seeds)
-    ):
-        raise fail("seeds", "seeds must be a non-empty list of integers >= 0")
+    if not isinstance(seeds, list) or not seeds or not all(_integer(s, 0, SEED_MAX) for s in seeds):
+        raise fail("seeds", f"seeds must be a non-empty list of integers from 0 to {SEED_MAX}")
     concurrency = study.get("concurrency", 4)
-    if not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
+    if not _integer(concurrency, 1, 64):
         raise fail("concurrency", "concurrency must be an integer from 1 to 64")
 
     gpus_per_actor = study.get("gpus_per_actor", 1)
@@ -321,10 +337,10 @@ def load_study(path: Path | str) -> Study:
 
     base = path.parent
     predictor = study.get("predictor")
-    if predictor is not None and not isinstance(predictor, str):
+    if predictor is not None and not _path_text(predictor):
         raise fail("predictor", "predictor must be a folder path")
     candidates = study.get("candidates", 1)
-    if not isinstance(candidates, int) or not 1 <= candidates <= 64:
+    if not _integer(candidates, 1, 64):
         raise fail("candidates", "candidates must be an integer from 1 to 64")
     if candidates > 1 and (predictor is None or "none" in videos):
         raise fail("candidates", "best-of-N (candidates > 1) needs a predictor and clips")
@@ -337,26 +353,44 @@ def load_study(path: Path | str) -> Study:
             "study into one file per generator pair",
         )
     corpus = study.get("corpus", "popcorn-corpus")
-    if not isinstance(corpus, str):
+    if not _path_text(corpus):
         raise fail("corpus", "corpus must be a folder path")
+    name = study.get("name", path.stem)
+    if not isinstance(name, str):
+        raise fail("name", "name must be a string")
     sources = data.get("queries", {})
     if not sources:
         raise UsageError(f'{path.name}: no [queries] section (name = "file" lines)')
     queries: dict[str, list[QueryItem]] = {}
-    for name, source in sources.items():
-        if not isinstance(source, str):
-            raise fail(name, f"query set {name!r} must be a file path or 'hf:DATASET_ID'")
+    for set_name, source in sources.items():
+        if one_line(set_name) != set_name or not set_name:
+            # Query set names head the report's tables: they must read as written.
+            raise fail(set_name, f"query set name {set_name!r} must be plain text on one line")
+        if not _path_text(source):
+            raise fail(set_name, f"query set {set_name!r} must be a file path or 'hf:DATASET_ID'")
         try:
-            queries[name] = (
+            found = (
                 _hub_queries(source[3:])
                 if source.startswith("hf:")
                 else read_queries(base / source)
             )
         except UsageError as err:
-            raise fail(name, f"query set {name!r}: {err}") from None
+            raise fail(set_name, f"query set {set_name!r}: {err}") from None
+        refused = getattr(found, "refused", ())
+        if refused:
+            # The study runs the other queries; the rows it leaves out are said, not dropped.
+            log.warning(
+                "%s: query set %r leaves out %d refused row(s), e.g. %s",
+                path.name,
+                set_name,
+                len(refused),
+                refused[0],
+            )
+        queries[set_name] = list(found)
     return Study(
         path=path.resolve(),
-        name=str(study.get("name", path.stem)),
+        # Shown in reports, page titles and messages: no control sequence of it survives.
+        name=brief(name, 200) or path.stem,
         llms=llms,
         modes=modes,
         videos=videos,
@@ -415,12 +449,26 @@ def prompt_versions(settings: Settings) -> dict[str, str]:
 
 
 def _check_llms(llms: tuple[str, ...], fail: Any) -> None:
-    from popcorn.llm.registry import providers, valid_forms
+    """Each spec names an installed backend in its form; only the plugins the study names are
+    loaded, so a broken plugin it does not use cannot stop it."""
+    from popcorn.llm.registry import check_spec
 
-    known = {p.name for p in providers()}
     for spec in llms:
-        if spec.partition(":")[0].lower() not in known:
-            raise fail("llms", f"unknown LLM {spec!r}; valid forms: {valid_forms()}")
+        try:
+            check_spec(spec)
+        except PopcornError as err:
+            raise fail("llms", str(err)) from None
+
+
+def _integer(value: Any, low: int, high: int) -> bool:
+    """An integer from ``low`` to ``high``; TOML's ``true`` is a bool, which Python would
+    otherwise take for the integer 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _path_text(value: Any) -> bool:
+    """A string that can name a file: not empty, no NUL (which no path may hold), not huge."""
+    return isinstance(value, str) and 0 < len(value) <= 4096 and "\x00" not in value
 
 
 def _check_generators(videos: tuple[str, ...], covers: tuple[str, ...], fail: Any) -> None:
@@ -443,9 +491,10 @@ def _line_of(text: str, key: str) -> int:
     return 1
 
 
-def _hub_queries(dataset_id: str) -> list[QueryItem]:
-    """The study's 200 queries (columns ``prompt``, ``type``) from the dataset hub."""
-    from popcorn.generation import validate_query
+def _hub_queries(dataset_id: str) -> QueryList:
+    """The study's 200 queries (columns ``prompt``, ``type``) from the dataset hub; rows that
+    are not queries are left out and listed in ``refused``."""
+    from popcorn.generation import printable_query, validate_query
 
     try:
         import datasets
@@ -458,12 +507,17 @@ def _hub_queries(dataset_id: str) -> list[QueryItem]:
     except Exception as err:  # offline, unknown id, gated: all end the same way for the user
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(f"cannot load {dataset_id!r} from the hub: {first}") from None
-    items = []
-    for row in table:
+    items = QueryList()
+    for number, row in enumerate(table, 1):
         text = row.get("prompt") or row.get("query")
-        if text:
-            tags = {"type": str(row["type"])} if row.get("type") else {}
-            items.append(QueryItem(validate_query(str(text)), tags))
+        if not text:
+            continue
+        tags = {"type": str(row["type"])} if row.get("type") else {}
+        try:
+            items.append(QueryItem(validate_query(text), tags))
+        except UsageError as err:  # one bad row is left out (and said), not the whole set
+            shown = printable_query(str(text), 80)
+            items.refused.append(RefusedQuery(number, shown, f"{dataset_id} row {number}: {err}"))
     if not items:
         raise UsageError(f"{dataset_id!r} has no 'prompt' column with queries")
     return items
