@@ -32,9 +32,9 @@ from popcorn.generation import BatchReport, GenerateResult, Generator, QueryItem
 from popcorn.progress import logged_load
 
 if TYPE_CHECKING:
-    from popcorn.bestof import BestOf
     from popcorn.llm.base import LLM
     from popcorn.media.render import MediaOptions
+    from popcorn.pipeline.bestof import BestOf
     from popcorn.predictor.score import Predictor
     from popcorn.runs.store import Run
 
@@ -410,8 +410,9 @@ class Pipeline:
         on_step: Callable[[str], None] | None = None,
     ) -> BestOf:
         """Best-of-N: ``k`` scripts (seeds S, S+1, ...), ranked by the text-only predictor, the
-        ``top`` best rendered and scored, the best full score kept (see :mod:`popcorn.bestof`)."""
-        from popcorn.bestof import best_of
+        ``top`` best rendered and scored, the best full score kept (see
+        :mod:`popcorn.pipeline.bestof`)."""
+        from popcorn.pipeline.bestof import best_of
 
         predictor = self.predictor
         if predictor is None:
