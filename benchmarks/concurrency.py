@@ -18,8 +18,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from popcorn.generation import Generator, QueryItem
 from popcorn.llm.registry import LLMOptions
+from popcorn.writer.queries import QueryItem
+from popcorn.writer.writer import Generator
 
 WORDS = [
     "neon",

@@ -21,7 +21,10 @@ from typing import Any
 
 import torch
 
-from popcorn.media.diffusion import PRESETS, DiffusersVideo, MemoryOptions
+import _toys  # noqa: F401  (tests/toys on the path)
+from popcorn.media.diffusers.loader import MemoryOptions
+from popcorn.media.diffusers.video import DiffusersVideo
+from popcorn.media.presets import PRESETS
 from popcorn.script import Script
 
 SCRIPT = Script(
@@ -41,7 +44,7 @@ def build_ltx() -> Any:
     )
     from transformers import T5Config, T5EncoderModel
 
-    from popcorn.testing.toy_media import t5_tokenizer
+    from toys.video import t5_tokenizer
 
     tokenizer = t5_tokenizer()
     t5_xxl = T5Config(

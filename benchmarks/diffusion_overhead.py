@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/diffusion_overhead.py [--batch 8] [--repeats 7]``
 
-On the toy pipelines (``popcorn.testing.toy_media``: diffusers' real classes at toy size, random
+On the toy pipelines (``tests/toys``: diffusers' real classes at toy size, random
 weights) with the same settings on both sides: the LTX clip at 2 steps, 32x32, 9 frames, and
 the SD 1.5 cover at 2 steps, 32x32. After one warm-up of each:
 
@@ -33,11 +33,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from popcorn.media.diffusion import MemoryOptions
+import _toys  # noqa: F401  (tests/toys on the path)
+from popcorn.media.diffusers.loader import MemoryOptions
 from popcorn.media.render import MediaOptions, render, render_many
 from popcorn.runs.store import RunManifest, RunStore
 from popcorn.script import Script
-from popcorn.testing.toy_media import save_toy_ltx, save_toy_sd15
+from toys.sd import save_toy_sd15
+from toys.video import save_toy_ltx
 
 SCRIPT = Script(
     "Kitten Shreds",

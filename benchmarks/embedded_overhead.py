@@ -18,8 +18,8 @@ import statistics
 import tempfile
 import time
 
-from popcorn.generation import Generator
-from popcorn.llm.prompts import SCRIPT_JSON_SCHEMA, basic_messages
+from popcorn.writer.prompts import SCRIPT_JSON_SCHEMA, basic_messages
+from popcorn.writer.writer import Generator
 
 QUERIES = [
     "A cat learning to skateboard",

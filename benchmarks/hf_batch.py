@@ -24,9 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import _toys  # noqa: F401  (tests/toys on the path)
 from popcorn.llm.base import Decoding
-from popcorn.llm.prompts import basic_messages
 from popcorn.llm.registry import LLMOptions, create_llm
+from popcorn.writer.prompts import basic_messages
 
 QUERIES = [
     "A cat learning to skateboard",
@@ -82,7 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
-            from popcorn.testing.tiny_llm import save_tiny_llama
+            from toys.llm import save_tiny_llama
 
             texts = [m["content"] for q in QUERIES for m in basic_messages(q)]
             model = str(save_tiny_llama(Path(tmp) / "tiny", texts))

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from popcorn.llm.base import Decoding
-from popcorn.llm.prompts import basic_messages
 from popcorn.llm.registry import LLMOptions, create_llm
+from popcorn.writer.prompts import basic_messages
 
 # Published layer sizes (config.json of each model); vocabulary cut to the local tokenizer's.
 PRESETS = {
@@ -117,7 +117,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU: this benchmark measures the GPU path")
 
-    import popcorn.llm.hf as hf
+    from popcorn.residency import MODELS
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -128,7 +128,7 @@ def main() -> None:
             ("4-bit nf4", LLMOptions(device_map="cuda", load_in_4bit=True)),
         ):
             results[name] = measure(folder, options, args.tokens)
-            hf._loaded.clear()  # drop the model before loading the next variant
+            MODELS.release("llm")  # drop the model before loading the next variant
     print(f"{torch.cuda.get_device_name()}, {args.preset} layer sizes, random weights")
     print(f"{'variant':<10} {'load s':>7} {'tokens':>7} {'tokens/s':>9} {'peak GiB':>9}")
     for name, r in results.items():

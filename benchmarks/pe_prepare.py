@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from popcorn.llm.prompts import pe_messages
-from popcorn.retrieval.corpus import import_microlens
 from popcorn.retrieval.embedders import Embedder
 from popcorn.retrieval.enhance import Enhancer, PESettings
+from popcorn.retrieval.importers import import_microlens
 from popcorn.retrieval.index import build_index
 from popcorn.retrieval.search import Reference, split_counts
 from popcorn.retrieval.synthetic import CATEGORIES, generate_microlens
+from popcorn.writer.prompts import pe_messages
 
 SUBJECTS = [s for _, subjects, _, _ in CATEGORIES for s in subjects]
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+import _toys  # noqa: F401  (tests/toys on the path)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,10 +39,10 @@ def main() -> None:
     from popcorn.predictor.frames import sample_frames
     from popcorn.predictor.score import Predictor
     from popcorn.predictor.train import TrainSettings, train
-    from popcorn.retrieval.corpus import import_table
     from popcorn.retrieval.embedders import Embedder
-    from popcorn.testing.synthetic_media import generate_media_corpus
-    from popcorn.testing.toy_predictor import save_toy_sentence_encoder, save_toy_vit
+    from popcorn.retrieval.importers import import_table
+    from toys.corpus import generate_media_corpus
+    from toys.predictor import save_toy_sentence_encoder, save_toy_vit
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:

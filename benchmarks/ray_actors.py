@@ -6,8 +6,8 @@ Run: ``.venv/bin/python benchmarks/ray_actors.py [--gpus 4] [--jobs 24] [--secon
 A CPU stand-in for a GPU cluster: a local Ray cluster that declares ``--gpus`` GPUs (Ray
 hands them out as resources; nothing runs on a GPU) and a clip generator plugin that holds
 its "GPU" for ``--seconds`` per clip (a sleep, then a tiny real mp4), so the figure is the
-executor's scheduling, not arithmetic on a shared 2-core CPU. The LLM is the ``echo:``
-stand-in of :mod:`popcorn.testing.pe_leak` (paper profile). The same study of ``--jobs`` clip
+executor's scheduling, not arithmetic on a shared 2-core CPU. The LLM is the built-in
+``mock:`` stand-in (paper profile). The same study of ``--jobs`` clip
 jobs (two clip generators, half each) runs twice in fresh folders:
 
 - baseline: the cluster declares no GPU, so the executor starts one model actor, which is
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from popcorn.testing.plugins import FLIPBOOK_PLUGIN
+from popcorn.testing.plugins import FLIPBOOK_PLUGIN, install_plugin
 
 NAPPER = (
     FLIPBOOK_PLUGIN
@@ -54,24 +54,18 @@ class Flipbook2(Flipbook):
 
 
 def install(site: Path) -> None:
-    """The plugins as pip would leave them (a module and a .dist-info with entry points)."""
-    plugins = {
-        "napper_plugin": (
-            NAPPER,
-            "[popcorn.video]\nnapper = napper_plugin:Flipbook\nnapper2 = napper_plugin:Flipbook2\n",
-        ),
-        "echo_plugin": (
-            "from popcorn.testing.pe_leak import echo_llm as echo\n",
-            "[popcorn.llm]\necho = echo_plugin:echo\n",
-        ),
-    }
-    for module, (source, entry_points) in plugins.items():
-        (site / f"{module}.py").write_text(source)
-        info = site / f"{module.replace('_', '-')}-0.1.dist-info"
-        info.mkdir()
-        name = module.replace("_", "-")
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-        (info / "entry_points.txt").write_text(entry_points)
+    """The clip generator plugin as pip would leave it (a module and a .dist-info)."""
+    install_plugin(
+        site,
+        "napper_plugin",
+        NAPPER,
+        {
+            "popcorn.video": {
+                "napper": "napper_plugin:Flipbook",
+                "napper2": "napper_plugin:Flipbook2",
+            }
+        },
+    )
 
 
 def study(folder: Path, jobs: int) -> Path:
@@ -79,7 +73,7 @@ def study(folder: Path, jobs: int) -> Path:
     queries = jobs // 2
     (folder / "q.txt").write_text("".join(f"Idea number {i} about cats\n" for i in range(queries)))
     (folder / "study.toml").write_text(
-        '[study]\nllms = ["echo:x"]\nvideos = ["napper", "napper2"]\ncovers = ["none"]\n'
+        '[study]\nllms = ["mock:x"]\nvideos = ["napper", "napper2"]\ncovers = ["none"]\n'
         'concurrency = 8\n\n[queries]\nq = "q.txt"\n'
     )
     return folder / "study.toml"

@@ -30,8 +30,8 @@ from typing import get_args
 
 import numpy as np
 
-from popcorn.retrieval.corpus import import_microlens
 from popcorn.retrieval.embedders import Embedder
+from popcorn.retrieval.importers import import_microlens
 from popcorn.retrieval.index import build_index, load_index
 from popcorn.retrieval.search import Retriever, Routing
 from popcorn.retrieval.synthetic import (

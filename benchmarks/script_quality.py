@@ -14,7 +14,7 @@ as with a real one: PE then retrieves videos about something else.
 ``--prompts DIR`` replaces the profile's templates (``benchmarks/prompts_before`` holds the
 popcorn wording before issue 17) and ``--no-gate`` records the gate's verdicts without acting
 on them. Every figure is computed here, from the final answers and the messages sent, with
-:mod:`popcorn.llm.quality`'s rules and default thresholds, whatever the run's own gate did:
+:mod:`popcorn.writer.gate`'s rules and default thresholds, whatever the run's own gate did:
 
 - valid: queries that ended with a script;
 - relevance: cosine of the query with title + video prompt (packaged MiniLM-L6); the median
@@ -48,7 +48,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from popcorn.llm.quality import (
+from popcorn.script import Script
+from popcorn.writer.gate import (
     GateSettings,
     contamination,
     gate_embedder,
@@ -56,7 +57,6 @@ from popcorn.llm.quality import (
     prompt_text,
     words,
 )
-from popcorn.script import Script
 
 QUERIES: list[tuple[str, str]] = [
     ("A golden retriever learning to surf", "concrete"),
@@ -127,8 +127,8 @@ OLD_EXAMPLE = {
 
 
 def build_corpus(root: Path, videos: int) -> Path:
-    from popcorn.retrieval.corpus import import_microlens
     from popcorn.retrieval.embedders import Embedder
+    from popcorn.retrieval.importers import import_microlens
     from popcorn.retrieval.index import build_index
     from popcorn.retrieval.synthetic import generate_microlens
 
@@ -140,8 +140,8 @@ def build_corpus(root: Path, videos: int) -> Path:
 
 
 def generator(mode: str, args: argparse.Namespace, corpus: Path | None, out: Path) -> Any:
-    from popcorn.generation import Generator
     from popcorn.retrieval.enhance import PESettings
+    from popcorn.writer.writer import Generator
 
     kwargs: dict[str, Any] = {"out": out, "attempts": args.attempts, "prompts": args.prompts}
     if "gate" in inspect.signature(Generator).parameters:
@@ -217,7 +217,7 @@ def _save(path: Path, records: list[dict[str, Any]]) -> None:
 def measure(records: list[dict[str, Any]], settings: GateSettings, embedder: Any) -> None:
     """Add ``measured`` (final answer) and ``first`` (first attempt's verdict) to each."""
     from popcorn.errors import ScriptParseError
-    from popcorn.llm.parser import parse_script
+    from popcorn.writer.parser import parse_script
 
     for record in records:
         query = record["query"]

@@ -25,12 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import _toys  # noqa: F401  (tests/toys on the path)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from concurrency import serve
 from popcorn.study.run import run_study
 from popcorn.study.spec import load_study
-from popcorn.testing.toy_predictor import build_toy_predictor
+from toys.predictor import build_toy_predictor
 
 
 def study_file(folder: Path, queries: int, media: bool, predictor: Path | None, conc: int) -> Path:

@@ -236,7 +236,7 @@ def llama_proxy(llama_server: str) -> Iterator[FaultProxy]:
 @pytest.fixture(scope="session")
 def small_predictor(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A predictor trained briefly on 120 generated videos with tiny random encoders."""
-    from popcorn.testing.toy_predictor import build_toy_predictor
+    from toys.predictor import build_toy_predictor
 
     return build_toy_predictor(tmp_path_factory.mktemp("small-predictor"), videos=120, seed=3)
 
@@ -260,22 +260,12 @@ def install_plugin(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     from popcorn.media.registry import COVER, VIDEO
     from popcorn.predictor.encoders import ENCODERS
     from popcorn.study.executors import EXECUTORS
+    from popcorn.testing.plugins import install_plugin as write_plugin
 
     registries = (LLMS, VIDEO, COVER, ENCODERS, EXECUTORS)
 
     def install(module: str, source: str, entry_points: dict[str, dict[str, str]]) -> Path:
-        root = tmp_path_factory.mktemp("site")
-        (root / f"{module}.py").write_text(source, encoding="utf-8")
-        info = root / f"{module.replace('_', '-')}-0.1.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n"
-        )
-        lines = []
-        for group, items in entry_points.items():
-            lines.append(f"[{group}]")
-            lines += [f"{name} = {target}" for name, target in items.items()]
-        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        root = write_plugin(tmp_path_factory.mktemp("site"), module, source, entry_points)
         monkeypatch.syspath_prepend(str(root))
         # An earlier test may have imported a module of the same name: load this one.
         monkeypatch.delitem(sys.modules, module, raising=False)
@@ -294,8 +284,8 @@ def make_indexed_corpus(tmp_path_factory: pytest.TempPathFactory):
     the embedded MiniLM exactly as ``popcorn corpus import microlens`` and ``popcorn corpus
     index`` do; built once per session per size and seed. Tests must not change it (copy it
     first)."""
-    from popcorn.retrieval.corpus import import_microlens
     from popcorn.retrieval.embedders import Embedder
+    from popcorn.retrieval.importers import import_microlens
     from popcorn.retrieval.index import build_index
     from popcorn.retrieval.synthetic import generate_microlens
 

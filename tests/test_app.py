@@ -29,19 +29,19 @@ def app_url(
     import uvicorn
 
     from conftest import free_port
+    from popcorn.app.requests import AppConfig
     from popcorn.app.server import create_app
-    from popcorn.app.work import AppConfig
     from popcorn.config import load_settings
 
     # The page's flow is under test here, not the quality gate: it records its verdicts but
     # does not retry, so the tiny embedded model's answer always reaches the page.
-    config = AppConfig(
-        out=tmp_path_factory.mktemp("app-runs"),
-        corpus=pe_corpus,
-        predictor=small_predictor,
-        llms=["embedded", "gguf:missing.gguf"],
-        settings=load_settings(flags={"gate": {"enabled": False}}),
-    )
+    flags = {
+        "gate": {"enabled": False},
+        "run": {"out": str(tmp_path_factory.mktemp("app-runs"))},
+        "pe": {"corpus": str(pe_corpus)},
+        "predictor": {"path": str(small_predictor)},
+    }
+    config = AppConfig(llms=["embedded", "gguf:missing.gguf"], settings=load_settings(flags=flags))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")

@@ -19,9 +19,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import FaultProxy
-from popcorn.app.process import GENERATORS_KEPT, Models
+from popcorn.app.process import LLMS_KEPT, Models
+from popcorn.app.requests import AppConfig, Request
 from popcorn.app.server import create_app
-from popcorn.app.work import AppConfig, Request
+from popcorn.config import Settings
 from popcorn.runs.keys import job_key
 from popcorn.runs.store import Run, RunManifest, RunStore
 
@@ -62,14 +63,16 @@ CRASHING_PLUGIN = textwrap.dedent(
 )
 
 
-def config_for(root: Path, llms: list[str], host: str = "127.0.0.1") -> AppConfig:
-    return AppConfig(
-        out=root / "runs",
-        corpus=root / "no-corpus",
-        predictor=root / "no-predictor",
-        llms=llms,
-        host=host,
+def folders(runs: Path, corpus: Path, predictor: Path) -> Settings:
+    """The default settings, with the app's run store, corpus and predictor folders."""
+    return Settings.model_validate(
+        {"run": {"out": runs}, "pe": {"corpus": corpus}, "predictor": {"path": predictor}}
     )
+
+
+def config_for(root: Path, llms: list[str], host: str = "127.0.0.1") -> AppConfig:
+    settings = folders(root / "runs", root / "no-corpus", root / "no-predictor")
+    return AppConfig(llms=llms, host=host, settings=settings)
 
 
 @pytest.fixture
@@ -296,33 +299,44 @@ def test_serve_on_a_taken_port_says_so_and_exits_1(cli):
     assert len(result.err.strip().splitlines()) == 1
 
 
-# --- memory: a bounded number of generators, one index per corpus -------------------------------
+# --- memory: one index per corpus, a bounded number of LLMs ---------------------------------------
 
 
-def test_many_pe_settings_keep_a_bounded_number_of_generators_on_one_index(
+def test_many_pe_settings_share_one_loaded_index(
     tmp_path: Path, indexed_corpus: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    from popcorn.residency import MODELS
+
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # never called here
-    config = AppConfig(
-        out=tmp_path / "runs", corpus=indexed_corpus, predictor=tmp_path, llms=["openai:m"]
-    )
+    config = AppConfig(["openai:m"], settings=folders(tmp_path / "runs", indexed_corpus, tmp_path))
     models = Models(config)
+    MODELS.release("retriever")
+    loads = MODELS.loads["retriever"]
 
-    def generator(mode: str, refs: int, categories: int) -> Any:
-        request = Request("Cats", llm="openai:m", refs=refs, categories=categories)
-        return models.pipeline(request, mode).generator
-
-    settings = [(refs, categories) for refs in (1, 5, 10, 20, 40) for categories in (1, 2, 3, 4)]
-    made = []
-    for refs, categories in settings:
-        made.append(generator("pe", refs, categories))
-        assert len(models) <= GENERATORS_KEPT
-    assert len(settings) > GENERATORS_KEPT
+    made = [
+        models.pipeline(Request("Cats", llm="openai:m", refs=n, categories=k), "pe").generator
+        for n in (1, 5, 10, 20, 40)
+        for k in (1, 2, 3, 4)
+    ]
     assert len({id(g.enhancer.retriever) for g in made}) == 1  # one loaded index for all
-    assert generator("pe", 40, 4) is made[-1]  # the recent ones are kept
-    basic = generator("basic", 1, 1)
-    assert generator("basic", 40, 4) is basic  # N and K do not split Basic
-    assert len(models) == GENERATORS_KEPT
+    assert MODELS.loads["retriever"] - loads == 1
+
+
+def test_asking_for_more_llms_than_are_kept_lets_the_loaded_ones_go(tmp_path: Path):
+    from popcorn.residency import MODELS
+
+    specs = [f"openai:m{i}" for i in range(LLMS_KEPT + 1)]
+    config = AppConfig(specs, settings=folders(tmp_path / "runs", tmp_path, tmp_path))
+    models = Models(config)
+    MODELS.release("llm")
+    weights = object()  # what an in-process backend would have loaded for the first LLM
+    MODELS.adopt("llm", "weights", weights)
+
+    for spec in specs[:LLMS_KEPT]:
+        models.pipeline(Request("Cats", llm=spec), "basic")
+    assert MODELS.loaded("llm") == ["weights"]  # switching among the kept ones keeps them
+    models.pipeline(Request("Cats", llm=specs[-1]), "basic")
+    assert MODELS.loaded("llm") == []
 
 
 def test_the_model_process_is_ended_with_the_app(tmp_path: Path):

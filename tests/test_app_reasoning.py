@@ -13,8 +13,8 @@ from conftest import FaultProxy
 def test_an_opened_pe_run_carries_its_reasoning(
     fault_proxy: FaultProxy, indexed_corpus: Path, tmp_path: Path
 ):
+    from popcorn.app.requests import AppConfig
     from popcorn.app.server import create_app
-    from popcorn.app.work import AppConfig
     from popcorn.config import load_settings
     from popcorn.pipeline import Pipeline
 
@@ -34,9 +34,8 @@ def test_an_opened_pe_run_carries_its_reasoning(
         },
     )
     done = Pipeline(settings, pe=True).run("How to cook ramen at home")
-    config = AppConfig(
-        out=tmp_path / "runs", corpus=indexed_corpus, predictor=tmp_path / "none", llms=["m"]
-    )
+    folders = settings.predictor.model_copy(update={"path": tmp_path / "none"})
+    config = AppConfig(llms=["m"], settings=settings.model_copy(update={"predictor": folders}))
     with TestClient(create_app(config), "http://127.0.0.1") as client:
         opened = client.get(f"/api/runs/{done.run_dir.name}").json()
     assert opened["reasoning"] == answer["reasoning"]

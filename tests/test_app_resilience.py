@@ -19,8 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import CliResult, FaultProxy, free_port
+from popcorn.app.requests import AppConfig
 from popcorn.app.server import create_app
-from popcorn.app.work import FINISHED_KEPT, AppConfig
+from popcorn.app.work import FINISHED_KEPT
 from popcorn.config import load_settings
 from popcorn.runs.keys import job_key
 from popcorn.runs.store import Run, RunManifest, RunStore
@@ -39,15 +40,13 @@ RunCli = Callable[..., CliResult]
 
 def config_for(root: Path, llms: list[str], **changes: Any) -> AppConfig:
     # The quality gate would ask the scripted endpoint again; these tests count its answers.
-    settings = load_settings(flags={"gate": {"enabled": False}})
-    return AppConfig(
-        out=root / "runs",
-        corpus=root / "no-corpus",
-        predictor=root / "no-predictor",
-        llms=llms,
-        settings=settings,
-        **changes,
-    )
+    folders = {
+        "run": {"out": str(root / "runs")},
+        "pe": {"corpus": str(root / "no-corpus")},
+        "predictor": {"path": str(root / "no-predictor")},
+    }
+    settings = load_settings(flags={"gate": {"enabled": False}, **folders})
+    return AppConfig(llms=llms, settings=settings, **changes)
 
 
 @pytest.fixture

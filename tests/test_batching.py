@@ -70,8 +70,8 @@ def test_an_answer_count_that_does_not_match_is_an_error_not_a_wrong_answer():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from popcorn.llm.prompts import basic_messages
-    from popcorn.testing.tiny_llm import save_tiny_llama
+    from popcorn.writer.prompts import basic_messages
+    from toys.llm import save_tiny_llama
 
     texts = [m["content"] for q in QUERIES for m in basic_messages(q)]
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), texts)
@@ -101,10 +101,10 @@ def _answers(runs: Path) -> dict[str, list[str]]:
 def test_a_batch_of_queries_on_an_hf_model_generates_them_together(tiny: Path, tmp_path: Path):
     """``generate --queries`` with ``--concurrency 4`` on an ``hf:`` model: its calls meet in
     the model's batcher, and every query gets the answers it gets one at a time."""
-    from popcorn.generation import Generator
     from popcorn.llm.base import Decoding
     from popcorn.llm.registry import LLMOptions, create_llm
-    from popcorn.queries import QueryItem
+    from popcorn.writer.queries import QueryItem
+    from popcorn.writer.writer import Generator
 
     answers = {}
     for concurrency in (1, 4):

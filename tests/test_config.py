@@ -117,3 +117,45 @@ def test_one_device_setting_places_every_stage():
 def test_old_device_flags_work_with_a_note(cli, tmp_path: Path):
     result = cli("render", str(tmp_path / "missing"), "--media-device", "cpu")
     assert "--media-device is deprecated" in result.err
+
+
+def test_every_media_setting_with_a_flag_is_a_flag_of_generate_and_render(cli):
+    """A media setting is declared once, on its field: its flag, help group and range follow."""
+    from popcorn.cli.render import MEDIA_GROUPS
+    from popcorn.config import MediaSettings
+    from popcorn.config_fields import cli_fields
+
+    flags = cli_fields(MediaSettings)
+    assert {f.setting for f in flags} >= {"video", "steps", "video_extra", "unload_stages"}
+    for command in ("generate", "render"):
+        shown = cli(command, "--help").out
+        for flag in (f for f in flags if not f.hidden):
+            assert flag.flag in shown, (command, flag.flag)
+    assert "steps" in MEDIA_GROUPS["Media"] and "offload" in MEDIA_GROUPS["Memory and devices"]
+    refused = cli("render", "somewhere", "--steps", "501")
+    assert refused.code == 2 and "1<=x<=500" in refused.err  # the field's own limits
+
+
+def test_component_options_come_from_a_file_the_environment_or_flags_alike(tmp_path: Path):
+    from popcorn.config import load_settings
+    from popcorn.errors import ConfigError
+
+    Path("popcorn.toml").write_text("[media.video_extra]\nbands = 3\n[llm.extra]\nmood = 'calm'\n")
+    from_file = load_settings()
+    assert from_file.media.video_extra == {"bands": 3} and from_file.llm.extra == {"mood": "calm"}
+    from_env = load_settings(environ={"POPCORN_MEDIA_VIDEO_EXTRA": "{bands = 4}"})
+    assert from_env.media.video_extra == {"bands": 4}
+    with pytest.raises(ConfigError, match="POPCORN_MEDIA_VIDEO_EXTRA: write it as a TOML"):
+        load_settings(environ={"POPCORN_MEDIA_VIDEO_EXTRA": "bands=4"})
+
+
+def test_settings_that_change_no_output_stay_out_of_study_keys():
+    """Whether a setting changes the output is declared on its field, and study keys follow."""
+    from popcorn.config import Settings
+    from popcorn.study.spec import settings_digest
+
+    assert settings_digest(Settings()) == ""
+    where = Settings.model_validate({"media": {"offload": "model"}, "llm": {"timeout": 5}})
+    assert settings_digest(where) == ""  # where and how patiently, not what
+    assert settings_digest(Settings.model_validate({"media": {"steps": 4}})) != ""
+    assert settings_digest(Settings.model_validate({"media": {"video_extra": {"bands": 3}}})) != ""

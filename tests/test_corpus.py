@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from popcorn.errors import MissingDependencyError, UsageError
-from popcorn.llm.prompts import format_references
-from popcorn.retrieval.corpus import Corpus, import_microlens, import_table
+from popcorn.retrieval.corpus import Corpus
+from popcorn.retrieval.importers import import_microlens, import_table
 from popcorn.retrieval.search import Reference, split_counts
 from popcorn.retrieval.synthetic import CATEGORIES, generate_microlens
+from popcorn.writer.prompts import format_references
 
 
 @pytest.fixture
@@ -173,7 +174,7 @@ def test_dataset_hub_loader_reads_a_dataset_folder(raw: Path, tmp_path: Path, mo
     """The hub path is ``datasets.load_dataset(ID, split=...)``; a local dataset folder takes
     the same call offline."""
     pytest.importorskip("datasets")
-    from popcorn.retrieval.corpus import import_hf
+    from popcorn.retrieval.importers import import_hf
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     folder = tmp_path / "microlens-table"

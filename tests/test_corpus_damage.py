@@ -22,7 +22,7 @@ from popcorn.retrieval.embedders import Embedder
 from popcorn.retrieval.enhance import MAX_LOADED_CORPORA, Enhancer, PESettings
 from popcorn.retrieval.index import build_index, load_index
 from popcorn.retrieval.search import Retriever
-from popcorn.testing.toy_predictor import save_toy_sentence_encoder
+from toys.predictor import save_toy_sentence_encoder
 
 COOKING = "How to cook the perfect bowl of ramen at home"
 

@@ -24,7 +24,7 @@ SCRIPT = Script(
 
 @pytest.fixture(scope="module")
 def tiny_ltx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from popcorn.testing.toy_media import save_toy_ltx
+    from toys.video import save_toy_ltx
 
     return save_toy_ltx(tmp_path_factory.mktemp("tiny-ltx"))
 
@@ -94,8 +94,8 @@ def test_sizes_and_frames_are_rounded_with_a_warning(cli, tiny_ltx: Path, tmp_pa
 
 
 def test_a_batch_loads_the_model_once(tiny_ltx: Path, tmp_path: Path):
-    from popcorn.media import diffusion
     from popcorn.media.render import MediaOptions, render
+    from popcorn.residency import MODELS
 
     options = MediaOptions(
         video="ltx",
@@ -107,11 +107,12 @@ def test_a_batch_loads_the_model_once(tiny_ltx: Path, tmp_path: Path):
         frames=9,
         fps=8,
     )
-    before = diffusion.loads[str(tiny_ltx)]
+    MODELS.release("video")  # whatever earlier tests left loaded
+    before = MODELS.loads["video"]
     for name in "cde":
         render(finished_run(tmp_path, name), options)
-    assert diffusion.loads[str(tiny_ltx)] - before <= 1
-    assert diffusion.loads[str(tiny_ltx)] == 1
+    assert MODELS.loads["video"] - before == 1
+    assert [key[1] for key in MODELS.loaded("video")] == [str(tiny_ltx)]
 
 
 def test_missing_model_folder_is_a_one_line_error(cli, tmp_path: Path):
@@ -122,9 +123,9 @@ def test_missing_model_folder_is_a_one_line_error(cli, tmp_path: Path):
 
 
 def test_stage_by_stage_loads_each_model_once_and_frees_it(tiny_ltx: Path, tmp_path: Path):
-    from popcorn.media import diffusion
-    from popcorn.media.diffusion import MemoryOptions
+    from popcorn.media.diffusers.loader import MemoryOptions
     from popcorn.media.render import MediaOptions, render_stage_by_stage
+    from popcorn.residency import MODELS
 
     model = str(tiny_ltx) + "/"  # another source string: counted apart from the other tests
     options = MediaOptions(
@@ -138,9 +139,11 @@ def test_stage_by_stage_loads_each_model_once_and_frees_it(tiny_ltx: Path, tmp_p
         fps=8,
     )
     runs = [finished_run(tmp_path, name) for name in "ghi"]
+    loads, releases = MODELS.loads["video"], MODELS.releases["video"]
     stages = render_stage_by_stage(runs, options)
-    assert diffusion.loads[model] == 1
-    assert not [k for k in diffusion._pipelines if k[2] == model]
+    assert MODELS.loads["video"] - loads == 1
+    assert MODELS.releases["video"] - releases >= 1
+    assert not [key for key in MODELS.loaded("video") if key[1] == model]
     for run in runs:
         stage = stages[run]
         assert isinstance(stage, dict), stage
@@ -182,9 +185,9 @@ VIDEO_TOYS = [
 def test_every_video_generator_renders_the_requested_clip(
     cli, tmp_path: Path, preset: str, builder: str, width: int, height: int, frames: int, fps: int
 ):
-    from popcorn.testing import toy_media as toy
+    from toys import sd, video
 
-    model = getattr(toy, builder)(tmp_path / "model")
+    model = getattr(sd if hasattr(sd, builder) else video, builder)(tmp_path / "model")
     run = finished_run(tmp_path, preset[0])
     size = f"--width {width} --height {height} --frames {frames} --fps {fps}"
     result = cli(
@@ -207,8 +210,10 @@ def test_every_video_generator_renders_the_requested_clip(
 
 def test_hunyuan15_takes_guidance_through_its_guider(tmp_path: Path):
     from popcorn.media.base import VideoSpec
-    from popcorn.media.diffusion import PRESETS, DiffusersVideo, MemoryOptions
-    from popcorn.testing.toy_media import save_toy_hunyuan15
+    from popcorn.media.diffusers.loader import MemoryOptions
+    from popcorn.media.diffusers.video import DiffusersVideo
+    from popcorn.media.presets import PRESETS
+    from toys.video import save_toy_hunyuan15
 
     model = save_toy_hunyuan15(tmp_path / "model")
     backend = DiffusersVideo(PRESETS["hunyuan15"], model=str(model), memory=MemoryOptions())
@@ -219,7 +224,7 @@ def test_hunyuan15_takes_guidance_through_its_guider(tmp_path: Path):
 
 
 def test_animatediff_takes_a_base_model_and_a_separate_motion_adapter(cli, tmp_path: Path):
-    from popcorn.testing.toy_media import save_toy_motion_adapter, save_toy_sd15
+    from toys.sd import save_toy_motion_adapter, save_toy_sd15
 
     base = save_toy_sd15(tmp_path / "sd15")
     adapter = save_toy_motion_adapter(tmp_path / "adapter")
@@ -243,9 +248,9 @@ def test_every_cover_model_renders_a_cover_in_the_clips_aspect(
 ):
     from PIL import Image
 
-    from popcorn.testing import toy_media as toy
+    from toys import sd
 
-    model = getattr(toy, builder)(tmp_path / "model")
+    model = getattr(sd, builder)(tmp_path / "model")
     run = finished_run(tmp_path, "c")
     result = cli(
         "render", str(run), "--video", "none", "--cover", cover, "--cover-model", str(model),
@@ -324,7 +329,7 @@ def test_a_cover_prompt_past_clips_77_tokens_is_reported_and_read_whole_in_windo
 ):
     """CLIP reads 77 tokens; --long-prompt encodes the prompt in windows of 75 and hands the
     UNet their embeddings side by side (SD1.5 and AnimateDiff)."""
-    from popcorn.testing.toy_media import save_toy_sd15
+    from toys.sd import save_toy_sd15
 
     model = save_toy_sd15(tmp_path / "model")
     run = finished_run(tmp_path, "k", LONG)
@@ -359,8 +364,8 @@ def test_chunked_embeddings_match_the_pipelines_own_for_a_prompt_that_fits(tmp_p
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from popcorn.media.diffusion import chunked_clip_embeds
-    from popcorn.testing.toy_media import save_toy_sd15
+    from popcorn.media.diffusers.prompts import chunked_clip_embeds
+    from toys.sd import save_toy_sd15
 
     pipe = StableDiffusionPipeline.from_pretrained(save_toy_sd15(tmp_path / "model"))
     embeds, negatives, windows = chunked_clip_embeds(pipe, "a cat", "blurry")
@@ -376,7 +381,7 @@ def test_chunked_embeddings_match_the_pipelines_own_for_a_prompt_that_fits(tmp_p
 
 
 def test_animatediff_reads_a_long_video_prompt_in_windows(cli, tmp_path: Path):
-    from popcorn.testing.toy_media import save_toy_animatediff
+    from toys.sd import save_toy_animatediff
 
     model = save_toy_animatediff(tmp_path / "model")
     run = finished_run(tmp_path, "w", LONG)
@@ -394,17 +399,20 @@ def test_animatediff_reads_a_long_video_prompt_in_windows(cli, tmp_path: Path):
 
 def test_an_adopted_pipeline_renders_without_loading(tiny_ltx: Path, tmp_path: Path):
     # How the GPU benchmark stands a pipeline built from a published config in for a download.
-    from popcorn.media import diffusion
     from popcorn.media.base import VideoSpec
-    from popcorn.media.diffusion import PRESETS, DiffusersVideo, MemoryOptions
+    from popcorn.media.diffusers.loader import MemoryOptions
+    from popcorn.media.diffusers.video import DiffusersVideo
+    from popcorn.media.presets import PRESETS
+    from popcorn.residency import MODELS
 
     memory = MemoryOptions(device="cpu", dtype="float32")
     built = DiffusersVideo(PRESETS["ltx"], model=str(tiny_ltx), memory=memory).pipeline()
     stand_in = DiffusersVideo(PRESETS["ltx"], model="built-in-memory", memory=memory)
+    loads = MODELS.loads["video"]
     stand_in.adopt(built)
     spec = VideoSpec(width=32, height=32, frames=9, fps=8, steps=2)
     clip = stand_in.render(SCRIPT, spec, tmp_path / "clip.mp4")
-    assert diffusion.loads["built-in-memory"] == 0
+    assert MODELS.loads["video"] == loads
     assert stand_in.pipeline() is built
     assert clip.frames == 9 and probe(tmp_path / "clip.mp4").frames == 9
-    assert diffusion.release("video") >= 2
+    assert MODELS.release("video") >= 2

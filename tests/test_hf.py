@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from popcorn.llm.base import Decoding
-from popcorn.llm.prompts import basic_messages
 from popcorn.llm.registry import LLMOptions, create_llm
+from popcorn.writer.prompts import basic_messages
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +27,8 @@ ANSWER = {
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
-    from popcorn.testing.tiny_llm import tiny_llama as random_llama
-    from popcorn.testing.tiny_llm import tokenizer as train_tokenizer
+    from toys.llm import tiny_llama as random_llama
+    from toys.llm import tokenizer as train_tokenizer
 
     torch.manual_seed(0)
     messages = basic_messages(QUERY)

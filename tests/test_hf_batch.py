@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from popcorn.llm.base import Decoding
-from popcorn.llm.prompts import basic_messages
 from popcorn.llm.registry import LLMOptions, create_llm
+from popcorn.writer.prompts import basic_messages
 
 # Eight queries of different lengths, so a batch pads its shorter prompts.
 QUERIES = [
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from popcorn.testing.tiny_llm import save_tiny_llama
+    from toys.llm import save_tiny_llama
 
     texts = [m["content"] for q in QUERIES for m in basic_messages(q)]
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), texts)

@@ -14,21 +14,15 @@ from pathlib import Path
 import pytest
 
 from popcorn.errors import UsageError
-from popcorn.queries import MAX_QUERIES_BYTES, read_queries
-from popcorn.retrieval.corpus import MAX_CSV_FIELD, MAX_TABLE_BYTES, Corpus, import_table
+from popcorn.retrieval.corpus import MAX_CSV_FIELD, MAX_TABLE_BYTES, Corpus
+from popcorn.retrieval.importers import import_table
+from popcorn.writer.queries import MAX_QUERIES_BYTES, read_queries
 
-ECHO_PLUGIN = "from popcorn.testing.pe_leak import echo_llm as echo\n"
 DEEP = "[" * 100_000 + "]" * 100_000
 NO_MEDIA = ("--video", "none", "--cover", "none", "--out", "runs")
-# The paper profile records the quality gate's verdict without acting on it: echo:'s scripts
+# The paper profile records the quality gate's verdict without acting on it: mock:'s scripts
 # repeat their query, which popcorn's gate would retry.
-BATCH = ("--llm", "echo:x", "--profile", "paper", *NO_MEDIA)
-
-
-@pytest.fixture
-def echo(install_plugin) -> None:
-    """``echo:NAME``: a stand-in LLM that answers at once with a script about the query."""
-    install_plugin("echo_plugin", ECHO_PLUGIN, {"popcorn.llm": {"echo": "echo_plugin:echo"}})
+BATCH = ("--llm", "mock:x", "--profile", "paper", *NO_MEDIA)
 
 
 def one_error(result) -> str:
@@ -63,7 +57,7 @@ def printable(text: str) -> bool:
 # --- one mis-encoded query ------------------------------------------------------------------
 
 
-def test_a_lone_surrogate_in_a_jsonl_batch_is_refused_alone_and_the_others_run(cli, echo):
+def test_a_lone_surrogate_in_a_jsonl_batch_is_refused_alone_and_the_others_run(cli):
     Path("q.jsonl").write_text('"A cat on a skateboard"\n"\\ud800 broken"\n"Ramen at night"\n')
     result = cli("generate", "--queries", "q.jsonl", "--json", *BATCH)
     last = one_error(result)
@@ -93,7 +87,7 @@ def test_undecodable_bytes_in_a_column_refuse_the_row(tmp_path: Path):
     assert "q.csv line 3: the column 'type' is not valid text" in items.refused[0].reason
 
 
-def test_a_query_given_as_undecodable_argv_bytes_is_one_line(cli, echo):
+def test_a_query_given_as_undecodable_argv_bytes_is_one_line(cli):
     # Python hands ``\xff`` in argv over as the lone surrogate ``\udcff``.
     result = cli("generate", "caf\udcff", *BATCH)
     assert "the query is not valid text: character 4" in one_error(result)
@@ -106,13 +100,14 @@ def test_corpus_search_of_undecodable_argv_bytes_is_one_line(cli):
     assert "the query is not valid text" in one_error(result)
 
 
-def test_a_batch_given_a_bad_query_refuses_it_alone(echo, tmp_path: Path):
+def test_a_batch_given_a_bad_query_refuses_it_alone(tmp_path: Path):
     """The library's batch: a query that cannot be written anywhere fails alone, in the
     batch's failures, and the others are generated."""
-    from popcorn.generation import Generator, QueryItem
     from popcorn.profiles import PAPER
+    from popcorn.writer.queries import QueryItem
+    from popcorn.writer.writer import Generator
 
-    generator = Generator("echo:x", out=tmp_path / "runs", profile=PAPER)
+    generator = Generator("mock:x", out=tmp_path / "runs", profile=PAPER)
     seen: list[str] = []
     report = generator.batch(
         [QueryItem("A cat on a skateboard"), QueryItem("\ud800 broken"), QueryItem("Ramen")],
@@ -123,10 +118,10 @@ def test_a_batch_given_a_bad_query_refuses_it_alone(echo, tmp_path: Path):
     assert printable(report.failures[0][0]) and len(seen) == 3
 
 
-def test_a_study_with_a_mis_encoded_query_still_reports_its_status(cli, echo, caplog):
+def test_a_study_with_a_mis_encoded_query_still_reports_its_status(cli, caplog):
     Path("q.jsonl").write_text('"A cat on a skateboard"\n"\\udc80 broken"\n"Ramen at night"\n')
     Path("s.toml").write_text(
-        '[study]\nllms = ["echo:x"]\nvideos = ["none"]\ncovers = ["none"]\n'
+        '[study]\nllms = ["mock:x"]\nvideos = ["none"]\ncovers = ["none"]\n'
         '[queries]\nq = "q.jsonl"\n'
     )
     result = cli("study", "status", "s.toml", "--json")
@@ -139,7 +134,7 @@ def test_a_study_with_a_mis_encoded_query_still_reports_its_status(cli, echo, ca
 # --- prompts that are not text --------------------------------------------------------------
 
 
-def test_jsonl_prompts_that_are_not_text_are_refused_with_their_line(cli, echo):
+def test_jsonl_prompts_that_are_not_text_are_refused_with_their_line(cli):
     rows = [{"prompt": None}, {"prompt": 12}, {"prompt": {"a": 1}}, {"prompt": "A cat"}]
     Path("q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     items = read_queries("q.jsonl")
@@ -212,9 +207,7 @@ def test_a_csv_field_over_the_field_cap_is_one_line_naming_the_line(cli):
         ('prompt,type\nA cat,x\n"B dog,y\nC,z\n', "q.csv line 3: a quote opened on this line"),
     ],
 )
-def test_an_unclosed_quote_in_a_query_csv_is_refused_not_merged(
-    cli, echo, content: str, message: str
-):
+def test_an_unclosed_quote_in_a_query_csv_is_refused_not_merged(cli, content: str, message: str):
     Path("q.csv").write_text(content)
     result = cli("generate", "--queries", "q.csv", *BATCH)
     assert message in one_error(result)
@@ -276,7 +269,7 @@ def test_counts_that_are_not_finite_whole_numbers_below_2_53_are_skipped_with_a_
 
 
 def test_microlens_likes_beyond_2_53_are_malformed_lines(tmp_path: Path):
-    from popcorn.retrieval.corpus import import_microlens
+    from popcorn.retrieval.importers import import_microlens
     from popcorn.retrieval.synthetic import generate_microlens
 
     generate_microlens(tmp_path / "raw", videos=30, seed=1)
@@ -314,13 +307,13 @@ def corpus_report(corpus: Corpus):
 
 @pytest.mark.parametrize("command", ["search", "generate"])
 def test_a_poisoned_corpus_on_disk_is_one_line_naming_the_file_and_the_fix(
-    cli, echo, poisoned: Path, command: str
+    cli, poisoned: Path, command: str
 ):
     before = {p.name: p.read_bytes() for p in poisoned.iterdir() if p.is_file()}
     if command == "search":
         result = cli("corpus", "search", "ramen at home", "--corpus", str(poisoned))
     else:
-        args = ("generate", "ramen at home", "--pe", "--corpus", str(poisoned), "--llm", "echo:x")
+        args = ("generate", "ramen at home", "--pe", "--corpus", str(poisoned), "--llm", "mock:x")
         result = cli(*args, *NO_MEDIA)
     last = one_error(result)
     assert "videos.jsonl line 6 has a comment_count of 10000000000000000000..." in last

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from popcorn.errors import PopcornError
-from popcorn.media.diffusion import MemoryOptions
+from popcorn.media.diffusers.loader import MemoryOptions
 from popcorn.media.export import Encoding, probe
 from popcorn.media.render import MediaOptions, render, render_many, render_stage_by_stage
 from popcorn.runs.store import RunManifest, RunStore
@@ -37,14 +37,14 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 @pytest.fixture(scope="module")
 def toys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from popcorn.testing import toy_media
+    from toys import sd, video
 
     root = tmp_path_factory.mktemp("toys")
     return {
-        "ltx": toy_media.save_toy_ltx(root / "ltx"),
-        "hunyuan": toy_media.save_toy_hunyuan(root / "hunyuan"),
-        "cogvideox": toy_media.save_toy_cogvideox(root / "cogvideox"),
-        "sd15": toy_media.save_toy_sd15(root / "sd15"),
+        "ltx": video.save_toy_ltx(root / "ltx"),
+        "hunyuan": video.save_toy_hunyuan(root / "hunyuan"),
+        "cogvideox": video.save_toy_cogvideox(root / "cogvideox"),
+        "sd15": sd.save_toy_sd15(root / "sd15"),
     }
 
 
@@ -71,7 +71,7 @@ def clip_options(model: Path, video: str = "ltx", **memory: Any) -> MediaOptions
 def test_frames_become_the_same_bytes_on_the_device_as_on_the_cpu():
     import torch
 
-    from popcorn.media.diffusion import to_uint8
+    from popcorn.media.diffusers.frames import to_uint8
 
     torch.manual_seed(0)
     frames = torch.rand(20, 3, 6, 10) * 1.2 - 0.1  # out of range on both sides; > one slice
@@ -84,7 +84,7 @@ def test_frames_become_the_same_bytes_on_the_device_as_on_the_cpu():
 
 
 def test_a_clip_from_pt_frames_matches_diffusers_numpy_output(toys: dict[str, Path]):
-    from popcorn.media.diffusion import to_uint8
+    from popcorn.media.diffusers.frames import to_uint8
 
     backend = clip_options(toys["ltx"]).backend()
     spec, _ = clip_options(toys["ltx"]).spec(backend)
@@ -238,11 +238,11 @@ def test_covers_are_written_at_a_fast_png_level_with_diffusers_pixels(
 def test_compile_compiles_the_repeated_blocks_records_it_and_changes_the_key(
     toys: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from popcorn.media import diffusion
+    from popcorn.media.diffusers import acceleration
 
     # Inductor's C++ build takes a minute on a CPU; dynamo's capture of the same blocks, with
     # the whole graph required, is what can fail, and runs in seconds.
-    monkeypatch.setattr(diffusion, "COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(acceleration, "COMPILE_BACKEND", "eager")
     run = finished_run(tmp_path, "j")
     plain = render(run, clip_options(toys["ltx"]))
     compiled_options = clip_options(toys["ltx"], compile=True)

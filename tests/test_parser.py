@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from popcorn.errors import ScriptParseError
-from popcorn.llm.parser import parse_script
-from popcorn.llm.prompts import EXAMPLE_SCRIPT
+from popcorn.writer.parser import parse_script
+from popcorn.writer.prompts import EXAMPLE_SCRIPT
 
 GOOD = {
     "title": "Kitten Shreds the Half-Pipe",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from popcorn.llm.parser import parse_script
+from popcorn.writer.parser import parse_script
 
 TITLE = "Ramen in Five Minutes"
 COVER = "A steaming bowl of ramen with a soft egg on a dark wooden table, top-down, warm light"

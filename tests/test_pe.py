@@ -12,8 +12,9 @@ import pytest
 
 from conftest import FaultProxy
 from popcorn.errors import UsageError
-from popcorn.retrieval.corpus import Corpus, import_microlens
+from popcorn.retrieval.corpus import Corpus
 from popcorn.retrieval.embedders import Embedder
+from popcorn.retrieval.importers import import_microlens
 from popcorn.retrieval.index import build_index, load_index
 from popcorn.retrieval.search import Retriever
 from popcorn.retrieval.synthetic import generate_microlens

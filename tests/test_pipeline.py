@@ -62,7 +62,7 @@ def test_cli_app_and_study_record_the_same_run_for_the_same_settings(
     cli, fault_proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from popcorn.app.process import Models
-    from popcorn.app.work import AppConfig, Request
+    from popcorn.app.requests import AppConfig, Request
     from popcorn.config import load_settings
 
     (tmp_path / "popcorn.toml").write_text(PROJECT_FILE)
@@ -74,13 +74,12 @@ def test_cli_app_and_study_record_the_same_run_for_the_same_settings(
     assert done.code == 0, done.err
     from_cli = Path(json.loads(done.out)["run_dir"])
 
-    config = AppConfig(
-        out=tmp_path / "app-runs",
-        corpus=tmp_path / "no-corpus",
-        predictor=tmp_path / "no-predictor",
-        llms=["openai:m"],
-        settings=load_settings(),
-    )
+    folders = {
+        "run": {"out": str(tmp_path / "app-runs")},
+        "pe": {"corpus": str(tmp_path / "no-corpus")},
+        "predictor": {"path": str(tmp_path / "no-predictor")},
+    }
+    config = AppConfig(llms=["openai:m"], settings=load_settings(flags=folders))
     from_app = Models(config).pipeline(Request(QUERY, llm="openai:m"), "basic").run(QUERY).run_dir
 
     (tmp_path / "queries.txt").write_text(QUERY + "\n")

@@ -43,9 +43,9 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
-    from popcorn.retrieval.corpus import import_table
-    from popcorn.testing.synthetic_media import generate_media_corpus
-    from popcorn.testing.toy_predictor import save_toy_sentence_encoder, save_toy_vit
+    from popcorn.retrieval.importers import import_table
+    from toys.corpus import generate_media_corpus
+    from toys.predictor import save_toy_sentence_encoder, save_toy_vit
 
     root = tmp_path_factory.mktemp("predictor")
     data = generate_media_corpus(root / "data", videos=400, broken=True)
@@ -278,7 +278,7 @@ def test_best_of_n_keeps_the_top_scored_candidate(cli, lab: Lab, trained: dict, 
 
 def test_clip_image_towers_load_through_the_same_encoder(tmp_path: Path):
     from popcorn.predictor.encoders import VisualEncoder
-    from popcorn.testing.toy_predictor import save_toy_clip_vision
+    from toys.predictor import save_toy_clip_vision
 
     encoder = VisualEncoder(str(save_toy_clip_vision(tmp_path / "clip")))
     frames = np.random.default_rng(0).integers(0, 255, (3, 40, 48, 3), dtype=np.uint8)

@@ -242,9 +242,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
     """40 generated videos, three of them without comments, and the paper profile's features
     extracted with toy encoders (BLIP captions capped at 4 tokens to stay fast)."""
     from popcorn.predictor.features import extract
-    from popcorn.retrieval.corpus import import_table
-    from popcorn.testing.synthetic_media import generate_media_corpus
-    from popcorn.testing.toy_predictor import toy_encoders
+    from popcorn.retrieval.importers import import_table
+    from toys.corpus import generate_media_corpus
+    from toys.predictor import toy_encoders
 
     root = tmp_path_factory.mktemp("paper")
     data = generate_media_corpus(root / "data", videos=40, seed=5)
@@ -330,7 +330,7 @@ def test_frame_captions_are_cached_by_file_content_and_captioner(lab: Lab, tmp_p
     from popcorn.predictor.encoders import VisualEncoder
     from popcorn.predictor.features import FrameFeatures
     from popcorn.predictor.frames import sample_frames
-    from popcorn.testing.toy_predictor import save_toy_blip
+    from toys.predictor import save_toy_blip
 
     visual = VisualEncoder(str(lab.encoders["vit"]))
     blip = Captioner(str(lab.encoders["blip"]), max_new_tokens=4)

@@ -1,8 +1,8 @@
 """The script stage under each profile: prompt templates as files, what a request carries.
 
-``paper`` asks with the study's structure (creator persona, the query, the requirements, one
-inline example, a JSON template; PE adds a popular block, then an unpopular block, and seven
-steps reasoned in free text), sends no schema anywhere, sends API models only the model and the
+``paper`` asks with the study's structure and substance (a system message that only states the
+task, the query, the requirements, one plain inline example that is itself the JSON template;
+PE adds a popular block, then an unpopular block, and seven steps reasoned in free text), sends no schema anywhere, sends API models only the model and the
 messages, and loads 4-bit models as fp4. ``popcorn``'s wording is pinned below: since issue 17 it
 shows no worked example and gives small models a compact PE form, so its runs have new keys.
 """
@@ -19,20 +19,21 @@ import pytest
 
 from conftest import FaultProxy
 from popcorn.config import load_settings
-from popcorn.errors import GenerationError, UsageError
-from popcorn.generation import Generator
+from popcorn.errors import GenerationError, ScriptParseError, UsageError
 from popcorn.llm.base import LLMOptions
-from popcorn.llm.prompts import (
+from popcorn.pipeline import Pipeline
+from popcorn.profiles import PAPER
+from popcorn.retrieval.search import Reference
+from popcorn.runs.keys import job_key
+from popcorn.writer.prompts import (
     TEMPLATES,
     PromptTemplates,
     basic_messages,
     format_references,
     pe_messages,
 )
-from popcorn.pipeline import Pipeline
-from popcorn.profiles import PAPER
-from popcorn.retrieval.search import Reference
-from popcorn.runs.keys import job_key
+from popcorn.writer.parser import parse_script
+from popcorn.writer.writer import Generator
 
 QUERY = "How to cook ramen at home"
 SCRIPT = {
@@ -189,7 +190,9 @@ def test_paper_basic_messages_have_the_study_structure(tmp_path: Path, fault_pro
     assert prompt.schema is None  # no schema, no grammar, no JSON mode
     system, user = prompt.messages  # the example is inline, not an earlier turn
     assert system["role"] == "system" and user["role"] == "user"
-    assert "creator" in system["content"] and "viewer" in system["content"]
+    # The task and the user's perspective; the feed-scrolling coaching is popcorn's alone.
+    assert "user's perspective" in system["content"] and "most popular" in system["content"]
+    assert "3-second video prompt" in system["content"]
     text = user["content"]
     example = PromptTemplates.packaged_for("paper").example_script
     positions = [
@@ -197,13 +200,15 @@ def test_paper_basic_messages_have_the_study_structure(tmp_path: Path, fault_pro
         text.index("no more than 50 characters"),
         text.index("cover prompt: one paragraph"),
         text.index("3-second clip"),
+        text.index("as JSON in the form below"),
         text.index(example["title"]),
-        text.index("Answer in this JSON template"),
     ]
-    assert positions == sorted(positions), "query, requirements, example, then the template"
+    assert positions == sorted(positions), "query, requirements, then the example as template"
     assert text.count(example["video_prompt"]) == 1  # one worked example
-    template = json.loads(text.rsplit("\n", 1)[1])
-    assert list(template) == ["title", "cover_prompt", "video_prompt"]
+    # The example is the JSON template: the request ends with it, and there is no other.
+    template = json.loads(text[text.index("{") :])
+    assert template == example and list(template) == ["title", "cover_prompt", "video_prompt"]
+    assert "<the title>" not in text
 
 
 def test_paper_pe_shows_popular_then_unpopular_references_in_full():
@@ -226,7 +231,7 @@ def test_paper_pe_shows_popular_then_unpopular_references_in_full():
         assert f"\n{n}. " in text[steps_at:]
     assert "\n8. " not in text[steps_at:]
     assert "reasoning" not in text.lower()  # free-text steps, no reasoning key
-    assert text.rstrip().endswith('"video_prompt": "<one paragraph>"}')
+    assert json.loads(text[text.rindex("\n{") :]) == paper.example_script  # the template
     # Popcorn's fitted form cuts the same caption.
     fitted = paper.pe(QUERY, references(), form="fitted")[1]["content"]
     assert " ".join(LONG_CAPTION.split()) not in fitted
@@ -235,6 +240,65 @@ def test_paper_pe_shows_popular_then_unpopular_references_in_full():
 def test_paper_pe_without_references_still_asks_for_the_seven_steps():
     text = PromptTemplates.packaged_for("paper").pe(QUERY, [], form="full")[1]["content"]
     assert "Popular videos" not in text and "7. " in text and QUERY in text
+
+
+def test_paper_system_message_states_the_task_and_popcorn_keeps_the_coaching():
+    paper = PromptTemplates.packaged_for("paper").basic(QUERY)[0]["content"].lower()
+    popcorn = PromptTemplates.packaged_for("popcorn").basic(QUERY)[0]["content"].lower()
+    for task in ("user's perspective", "most popular", "title", "cover prompt", "3-second"):
+        assert task in paper
+    # The study's system message names no viewer behaviour for the model to aim at.
+    for coaching in ("scroll", "stop", "watch to the end", "comment", "viewer"):
+        assert coaching not in paper
+    assert "stop scrolling" in popcorn and "comment" in popcorn
+
+
+def test_paper_example_is_plain_and_descriptive():
+    paper = PromptTemplates.packaged_for("paper")
+    example = paper.example_script
+    assert example is not None and paper.example_query is not None
+    # About sixty characters, as the study's: its example did not keep to the title limit.
+    assert 55 <= len(example["title"]) <= 65
+    cover = example["cover_prompt"]
+    assert cover.endswith(".") and cover.count(". ") == 0  # one sentence
+    assert example["video_prompt"].lower().startswith("an aerial shot")
+
+
+def test_paper_pe_reasons_over_each_candidate_and_checks_it_is_logically_correct():
+    paper = PromptTemplates.packaged_for("paper")
+    for refs in (references(), []):
+        text = paper.pe(QUERY, refs, form="full")[1]["content"]
+        steps = text[text.index("seven steps") :]
+        assert "\n3. For each candidate, draft" in steps
+        assert "\n4. Check that each candidate is logically correct" in steps
+
+
+def test_paper_empty_unpopular_block_stays_empty():
+    only_popular = [r for r in references() if r.popular]
+    text = PromptTemplates.packaged_for("paper").pe(QUERY, only_popular, form="full")[1]
+    block = text["content"].split("Unpopular videos (they drew few comments):\n", 1)[1]
+    assert block.startswith("\n\nWork through these seven steps")
+    assert "(none)" not in text["content"]
+
+
+@pytest.mark.parametrize("changed", [{}, {"title": "Boats Leave the Harbour at First Light"}])
+def test_an_answer_that_fills_the_template_with_the_example_is_an_echo(changed: dict[str, str]):
+    paper = PromptTemplates.packaged_for("paper")
+    assert paper.example_script is not None
+    # The example is the template, so a small model may hand it back as shown, after its steps.
+    echoed = json.dumps({**paper.example_script, **changed}, indent=2)
+    answer = "1. Popular videos show the sea at dawn.\n...\n7. Final answer:\n" + echoed
+    with pytest.raises(ScriptParseError) as err:
+        parse_script(answer, paper.example_script)
+    assert err.value.reason == "echoed_example"
+    assert parse_script(answer.replace(echoed, json.dumps(SCRIPT)), paper.example_script).script
+
+
+def test_paper_prompt_versions_are_pinned():
+    """The study's substance is new wording (issue 23): new versions, so new job keys."""
+    paper = PromptTemplates.packaged_for("paper")
+    assert paper.version("basic") == "basic-bbb01d2a9e15484811610ddc"
+    assert paper.version("pe") == "pe-26fd0e278750d7eea3433cc2"
 
 
 def test_paper_sends_no_grammar_to_llama_cpp(tmp_path: Path):
@@ -268,7 +332,7 @@ def test_hf_under_paper_samples_with_the_study_settings(
 ):
     from transformers import LlamaForCausalLM
 
-    from popcorn.testing.tiny_llm import save_tiny_llama
+    from toys.llm import save_tiny_llama
 
     messages = PromptTemplates.packaged_for("paper").basic(QUERY)
     folder = save_tiny_llama(tmp_path / "tiny", [m["content"] for m in messages], layers=1)

@@ -13,9 +13,10 @@ import pytest
 
 from popcorn.config import Settings, load_settings
 from popcorn.media.base import VideoSpec
-from popcorn.media.cover import COVER_NEGATIVE, COVER_PRESETS, cover_size
-from popcorn.media.diffusion import LTX_NEGATIVE, PRESETS, MemoryOptions
+from popcorn.media.diffusers.cover import cover_size
+from popcorn.media.diffusers.loader import MemoryOptions
 from popcorn.media.export import probe
+from popcorn.media.presets import COVER_NEGATIVE, COVER_PRESETS, LTX_NEGATIVE, PRESETS
 from popcorn.media.render import MediaOptions, render
 from popcorn.pipeline import Pipeline
 from popcorn.runs.store import Run, RunManifest, RunStore
@@ -193,14 +194,14 @@ def test_generators_shows_the_studys_settings_and_each_difference_with_why(cli):
 
 @pytest.fixture(scope="module")
 def toy_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from popcorn.testing import toy_media as toy
+    from toys import sd, video
 
     root = tmp_path_factory.mktemp("toys")
     return {
-        "cogvideox": toy.save_toy_cogvideox(root / "cogvideox"),
-        "ltx": toy.save_toy_ltx(root / "ltx"),
-        "sd15": toy.save_toy_sd15(root / "sd15"),
-        "adapter": toy.save_toy_motion_adapter(root / "adapter"),
+        "cogvideox": video.save_toy_cogvideox(root / "cogvideox"),
+        "ltx": video.save_toy_ltx(root / "ltx"),
+        "sd15": sd.save_toy_sd15(root / "sd15"),
+        "adapter": sd.save_toy_motion_adapter(root / "adapter"),
     }
 
 

@@ -14,9 +14,10 @@ import pytest
 from popcorn.config import load_settings
 from popcorn.errors import UsageError
 from popcorn.pipeline import Pipeline
-from popcorn.retrieval.corpus import Corpus, import_microlens, import_table
+from popcorn.retrieval.corpus import Corpus
 from popcorn.retrieval.embedders import Embedder
 from popcorn.retrieval.enhance import Enhancer, PESettings, reference_pool_ids
+from popcorn.retrieval.importers import import_microlens, import_table
 from popcorn.retrieval.index import build_index, load_index
 from popcorn.retrieval.search import Retriever, is_complete, split_counts
 from popcorn.retrieval.synthetic import TOPICAL_QUERIES, category_name, generate_microlens

@@ -2,8 +2,8 @@
 own bank, each clip counts once in the report, each generator pair keeps its own media, and the
 study's grid shape runs end to end on the embedded LLM.
 
-The stand-in LLM ``echo:NAME`` (popcorn.testing.pe_leak, installed here as a plugin) answers at
-once: it copies its most commented PE reference, or writes a plain script from the query.
+The built-in stand-in LLM ``mock:NAME`` (popcorn.testing.mockllm) answers at once: it copies
+its most commented PE reference, or writes a plain script from the query.
 """
 
 from __future__ import annotations
@@ -20,15 +20,8 @@ import pytest
 from popcorn.runs.keys import job_key
 from popcorn.runs.store import Run
 from popcorn.study.spec import load_study
-from popcorn.testing.pe_leak import LeakSetup, build_leak_setup, scoring_neighbours
 from popcorn.testing.plugins import FLIPBOOK_ENTRY_POINTS, FLIPBOOK_PLUGIN
-
-ECHO_PLUGIN = "from popcorn.testing.pe_leak import echo_llm as echo\n"
-
-
-@pytest.fixture
-def echo(install_plugin) -> None:
-    install_plugin("echo_plugin", ECHO_PLUGIN, {"popcorn.llm": {"echo": "echo_plugin:echo"}})
+from toys.leak import LeakSetup, build_leak_setup, scoring_neighbours
 
 
 def write(folder: Path, study: str, queries: list[str]) -> Path:
@@ -105,7 +98,7 @@ def test_the_profile_is_part_of_the_job_key_and_popcorn_adds_nothing_to_it(tmp_p
 def test_other_prompt_templates_give_other_job_keys(tmp_path: Path):
     from importlib.resources import files
 
-    packaged = Path(str(files("popcorn.llm") / "templates" / "paper"))
+    packaged = Path(str(files("popcorn.writer") / "templates" / "paper"))
     mine = tmp_path / "study-prompts"
     mine.mkdir()
     for f in packaged.iterdir():
@@ -122,9 +115,9 @@ def test_other_prompt_templates_give_other_job_keys(tmp_path: Path):
     assert basic_after != basic_before and pe_after == pe_before  # pe.txt did not change
 
 
-def test_the_ledger_and_the_report_record_the_profile(cli, echo, tmp_path: Path):
+def test_the_ledger_and_the_report_record_the_profile(cli, tmp_path: Path):
     path = write(
-        tmp_path, '[study]\nllms = ["echo:x"]\nvideos = ["none"]\ncovers = ["none"]\n', ["A cat"]
+        tmp_path, '[study]\nllms = ["mock:x"]\nvideos = ["none"]\ncovers = ["none"]\n', ["A cat"]
     )
     ran = cli("study", "run", str(path), "--json")
     assert ran.code == 0, ran.err
@@ -143,7 +136,7 @@ def test_the_ledger_and_the_report_record_the_profile(cli, echo, tmp_path: Path)
 
 
 def test_a_clip_counts_once_however_many_covers_it_has(
-    cli, echo, indexed_corpus: Path, small_predictor: Path, tmp_path: Path
+    cli, indexed_corpus: Path, small_predictor: Path, tmp_path: Path
 ):
     """Two cover generators give two jobs per clip; the score depends on the clip only, so the
     report's n, intervals and PE-vs-basic pairs must count each clip once (they counted every
@@ -154,7 +147,7 @@ def test_a_clip_counts_once_however_many_covers_it_has(
         f"""
         [study]
         profile = "popcorn"
-        llms = ["echo:x"]
+        llms = ["mock:x"]
         modes = ["basic", "pe:3"]
         videos = ["preview"]
         covers = ["preview", "none"]
@@ -173,9 +166,9 @@ def test_a_clip_counts_once_however_many_covers_it_has(
     summary = json.loads(reported.out)
     assert summary["clips"] == 6  # 12 scored jobs, 6 clips
     md = (tmp_path / "study.study" / "report" / "report.md").read_text()
-    assert r"| echo:x \| basic \| preview | 3 | 0 |" in md  # n 3 (distinct clips), 0 failed
-    assert r"| echo:x \| pe:3 \| preview | 3 | 0 |" in md
-    assert "| echo:x | pe:3 | 3 |" in md  # 3 pairs, not 6
+    assert r"| mock:x \| basic \| preview | 3 | 0 |" in md  # n 3 (distinct clips), 0 failed
+    assert r"| mock:x \| pe:3 \| preview | 3 | 0 |" in md
+    assert "| mock:x | pe:3 | 3 |" in md  # 3 pairs, not 6
     rows = results(path)
     assert len(rows) == 12 and all(r["status"] == "done" for r in rows)
     by_clip: dict[tuple[str, str], set[str]] = {}
@@ -185,7 +178,7 @@ def test_a_clip_counts_once_however_many_covers_it_has(
 
 
 def test_each_generator_pair_keeps_its_own_clip_and_cover(
-    cli, echo, install_plugin, small_predictor: Path, tmp_path: Path
+    cli, install_plugin, small_predictor: Path, tmp_path: Path
 ):
     """Jobs that share a script but not their generators rendered into one run folder, each
     render replacing the last one's clip.mp4, and a job could be scored on another's clip."""
@@ -198,7 +191,7 @@ def test_each_generator_pair_keeps_its_own_clip_and_cover(
         tmp_path,
         f"""
         [study]
-        llms = ["echo:x"]
+        llms = ["mock:x"]
         videos = ["preview", "flipbook"]
         covers = ["preview", "none"]
         predictor = "{small_predictor}"
@@ -305,7 +298,7 @@ def leak_study(folder: Path, setup: LeakSetup, profile: str, corpus: Path) -> Pa
         f"""
         [study]
         profile = "{profile}"
-        llms = ["echo:x"]
+        llms = ["mock:x"]
         modes = ["basic", "pe:3"]
         videos = ["preview"]
         covers = ["none"]
@@ -337,7 +330,7 @@ def test_the_paper_profiles_pool_holds_no_id_of_the_predictors_bank(leak: LeakSe
 
 
 def test_a_study_whose_pool_overlaps_the_bank_is_refused_in_one_line(
-    cli, echo, leak: LeakSetup, tmp_path: Path
+    cli, leak: LeakSetup, tmp_path: Path
 ):
     path = leak_study(tmp_path, leak, "popcorn", leak.corpus)
     result = cli("study", "run", str(path))
@@ -353,7 +346,7 @@ def test_a_study_whose_pool_overlaps_the_bank_is_refused_in_one_line(
 
 
 def test_scoring_never_retrieves_a_reference_shown_to_the_llm_with_the_test_split_pool(
-    cli, echo, leak: LeakSetup, tmp_path: Path
+    cli, leak: LeakSetup, tmp_path: Path
 ):
     from popcorn.predictor.score import Predictor
     from popcorn.study.run import run_study

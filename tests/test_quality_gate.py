@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from popcorn.llm.quality import GateSettings, Verdict, echo_share, gate_embedder, judge
 from popcorn.script import Script
+from popcorn.writer.gate import GateSettings, Verdict, echo_share, gate_embedder, judge
 
 INSTRUCTIONS_PE = (
     "Create a micro-video for this idea. Think it through step by step: 1. Analyse what the "

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from popcorn.errors import UsageError
-from popcorn.queries import read_queries
+from popcorn.writer.queries import read_queries
 
 
 def test_text_file_one_query_a_line(tmp_path: Path):

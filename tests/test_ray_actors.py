@@ -81,8 +81,8 @@ class Flipbook2(Flipbook):
 )
 
 STUDY = """[study]
-profile = "paper"  # the echo stand-in repeats the prompt: popcorn's gate refuses it
-llms = ["echo:x"]
+profile = "paper"  # the mock: stand-in repeats the prompt: popcorn's gate refuses it
+llms = ["mock:x"]
 videos = ["flipbook", "flipbook2"]
 covers = ["none"]
 seeds = [1, 2, 3]
@@ -123,11 +123,6 @@ def test_media_jobs_spread_over_one_actor_per_gpu_each_rendering_one_model(
                     "flipbook2": "flipbook_plugin:Flipbook2",
                 }
             },
-        ),
-        install_plugin(
-            "echo_plugin",
-            "from popcorn.testing.pe_leak import echo_llm as echo\n",
-            {"popcorn.llm": {"echo": "echo_plugin:echo"}},
         ),
     ]
     log = tmp_path / "renders.log"

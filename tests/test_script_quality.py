@@ -14,15 +14,14 @@ import pytest
 from conftest import FaultProxy
 from popcorn.config import load_settings
 from popcorn.errors import GenerationError, UsageError
-from popcorn.generation import Generator
 from popcorn.llm.base import LLMOptions
-from popcorn.llm.prompts import (
-    COMPACT_MIN_SIMILARITY,
-    TEMPLATES,
-    PromptTemplates,
-    pe_messages,
-)
-from popcorn.llm.quality import (
+from popcorn.pipeline import Pipeline
+from popcorn.profiles import PAPER
+from popcorn.retrieval.enhance import PESettings
+from popcorn.retrieval.search import Reference
+from popcorn.runs.keys import job_key
+from popcorn.script import Script
+from popcorn.writer.gate import (
     GateSettings,
     contamination,
     echo,
@@ -31,12 +30,13 @@ from popcorn.llm.quality import (
     meta_text,
     prompt_text,
 )
-from popcorn.pipeline import Pipeline
-from popcorn.profiles import PAPER
-from popcorn.retrieval.enhance import PESettings
-from popcorn.retrieval.search import Reference
-from popcorn.runs.keys import job_key
-from popcorn.script import Script
+from popcorn.writer.prompts import (
+    COMPACT_MIN_SIMILARITY,
+    TEMPLATES,
+    PromptTemplates,
+    pe_messages,
+)
+from popcorn.writer.writer import Generator
 
 QUERY = "A cat learning to skateboard"
 GOOD = {

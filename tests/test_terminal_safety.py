@@ -274,8 +274,8 @@ def hostile_table(folder: Path) -> Path:
 def hostile_corpus(tmp_path: Path) -> Path:
     """That table imported and indexed (with the embedded MiniLM) the way the tests of the
     corpus build theirs."""
-    from popcorn.retrieval.corpus import import_table
     from popcorn.retrieval.embedders import Embedder
+    from popcorn.retrieval.importers import import_table
     from popcorn.retrieval.index import build_index
 
     corpus, report = import_table(hostile_table(tmp_path))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from popcorn._version import __version__ as __version__
 
 _EXPORTS = {
     "Pipeline": "popcorn.pipeline",
@@ -22,19 +22,19 @@ _EXPORTS = {
     "Score": "popcorn.pipeline",
     "Settings": "popcorn.config",
     "generate": "popcorn.pipeline",
-    "write_script": "popcorn.generation",
-    "Generator": "popcorn.generation",
-    "GenerateResult": "popcorn.generation",
-    "QueryItem": "popcorn.generation",
-    "BatchReport": "popcorn.generation",
-    "read_queries": "popcorn.queries",
+    "write_script": "popcorn.writer.writer",
+    "Generator": "popcorn.writer.writer",
+    "GenerateResult": "popcorn.writer.result",
+    "QueryItem": "popcorn.writer.queries",
+    "BatchReport": "popcorn.writer.batch",
+    "read_queries": "popcorn.writer.queries",
     "Script": "popcorn.script",
     "Decoding": "popcorn.llm.base",
     "Completion": "popcorn.llm.base",
     "LLM": "popcorn.llm.base",
     "LLMOptions": "popcorn.llm.registry",
     "create_llm": "popcorn.llm.registry",
-    "parse_script": "popcorn.llm.parser",
+    "parse_script": "popcorn.writer.parser",
     "RunStore": "popcorn.runs.store",
     "Run": "popcorn.runs.store",
     "RunManifest": "popcorn.runs.store",
@@ -72,14 +72,16 @@ __all__ = [
 if TYPE_CHECKING:
     from popcorn.config import Settings, load_settings
     from popcorn.errors import PopcornError
-    from popcorn.generation import BatchReport, GenerateResult, Generator, QueryItem, write_script
     from popcorn.llm.base import LLM, Completion, Decoding
-    from popcorn.llm.parser import parse_script
     from popcorn.llm.registry import LLMOptions, create_llm
     from popcorn.pipeline import MediaResult, Pipeline, RunResult, Score, generate
-    from popcorn.queries import read_queries
     from popcorn.runs.store import Run, RunManifest, RunStore
     from popcorn.script import Script
+    from popcorn.writer.batch import BatchReport
+    from popcorn.writer.parser import parse_script
+    from popcorn.writer.queries import QueryItem, read_queries
+    from popcorn.writer.result import GenerateResult
+    from popcorn.writer.writer import Generator, write_script
 
 
 def __getattr__(name: str) -> Any:

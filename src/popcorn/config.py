@@ -50,17 +50,21 @@ import re
 import sys
 import tomllib
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from popcorn import profiles
+from popcorn.config_fields import ComponentOptions, setting
+from popcorn.config_fields import int_limits as int_limits
+from popcorn.config_fields import limits as limits
 from popcorn.errors import ConfigError
 from popcorn.llm.base import Decoding
-from popcorn.llm.quality import GateSettings
 from popcorn.llm.registry import LLMOptions
 from popcorn.profiles import Profile, ProfileName
+from popcorn.writer.gate import GateSettings
 
 if TYPE_CHECKING:
     from popcorn.media.render import MediaOptions
@@ -77,32 +81,6 @@ _SHORT_ENV = {
 _SECRET_KEY = re.compile(r"(?:^|_)(?:api_?key|key|token|secret|password|passwd)$", re.IGNORECASE)
 
 
-PREDICTOR_META = "predictor.json"
-"""The file a trained predictor folder holds last (``popcorn predictor train``): its presence
-says the folder holds a whole, trained predictor."""
-
-
-def limits(section: type[BaseModel], name: str) -> tuple[float | None, float | None, bool]:
-    """(lowest, highest, lowest excluded) a numeric setting accepts, read from its model field,
-    so every entry point (flags, the app, study files) checks the same range."""
-    low = high = None
-    low_open = False
-    for rule in section.model_fields[name].metadata:
-        if getattr(rule, "gt", None) is not None:
-            low, low_open = rule.gt, True
-        if getattr(rule, "ge", None) is not None:
-            low = rule.ge
-        if getattr(rule, "le", None) is not None:
-            high = rule.le
-    return low, high, low_open
-
-
-def int_limits(section: type[BaseModel], name: str) -> tuple[int, int]:
-    low, high, _ = limits(section, name)
-    assert low is not None and high is not None, f"{name} has no range"
-    return int(low), int(high)
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -110,22 +88,31 @@ class _Section(BaseModel):
 class LLMSettings(_Section):
     spec: str = "embedded"
     base_url: str | None = None
-    timeout: float = Field(120.0, gt=0)
-    retries: int = Field(5, ge=1, le=20)
-    """HTTP attempts per call (429, 5xx, timeouts)."""
+    timeout: float = setting(120.0, gt=0, output=False)
+    retries: int = setting(
+        5, "HTTP attempts per call (429, 5xx, timeouts).", ge=1, le=20, output=False
+    )
     attempts: int = Field(3, ge=1, le=10)
     """Fresh tries when an answer cannot be parsed or the quality gate rejects it."""
     n_ctx: int = Field(4096, ge=256)
-    n_gpu_layers: int = Field(-1, ge=-1)
+    n_gpu_layers: int = setting(-1, ge=-1, output=False)
     """llama.cpp layers on the GPU (-1 all; a CPU-only build ignores it); --device cpu sets 0."""
-    device_map: str = "auto"
+    device_map: str = setting("auto", output=False)
     dtype: str = "auto"
     load_in_4bit: bool = False
     load_in_8bit: bool = False
-    prompts: Path | None = None
-    """A folder of prompt templates replacing the profile's own (see popcorn.llm.prompts)."""
+    prompts: Path | None = setting(None, output="changed")
+    """A folder of prompt templates replacing the profile's own (see popcorn.writer.prompts)."""
     batch_size: int = Field(0, ge=0, le=1024)
     """``hf:`` conversations per ``generate`` (0: chosen from free GPU memory; 4 on the CPU)."""
+    extra: ComponentOptions = setting(
+        {},
+        "The LLM backend's own option (KEY=VALUE, repeatable; see 'popcorn llms').",
+        group="LLM",
+        flag="--llm-opt",
+        metavar="KEY=VALUE",
+        output="changed",
+    )
 
     def options(self) -> LLMOptions:
         return LLMOptions(
@@ -138,6 +125,7 @@ class LLMSettings(_Section):
             load_in_4bit=self.load_in_4bit,
             load_in_8bit=self.load_in_8bit,
             batch_size=self.batch_size,
+            extra=dict(self.extra),
         )
 
 
@@ -168,15 +156,17 @@ class RunSettings(_Section):
 class PESettingsModel(_Section):
     """Prompt enhancement: the corpus folder, N references, K categories, the embedder."""
 
-    corpus: Path = Path("popcorn-corpus")
+    corpus: Path = setting(Path("popcorn-corpus"), output=False)
+    """Where the corpus is: its content, not its path, enters the run keys (the retriever's
+    identity)."""
     refs: int = Field(10, ge=0, le=500)
     categories: int = Field(1, ge=1, le=50)
     embedder: str | None = None
 
 
 class GateSettingsModel(_Section):
-    """The quality gate on every parsed answer (:mod:`popcorn.llm.quality`); the defaults are
-    :class:`~popcorn.llm.quality.GateSettings`', and ``enabled`` is the profile's (popcorn: on;
+    """The quality gate on every parsed answer (:mod:`popcorn.writer.gate`); the defaults are
+    :class:`~popcorn.writer.gate.GateSettings`', and ``enabled`` is the profile's (popcorn: on;
     paper: verdicts recorded, never acted on)."""
 
     enabled: bool = GateSettings.enabled
@@ -201,94 +191,164 @@ class PredictorSettings(_Section):
     device: str = Field("cpu", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
+_MEDIA = "Media"
+_MEMORY = "Memory and devices"
+
+
 class MediaSettings(_Section):
     """The media stage: which generators run, preset overrides, and memory options.
 
     ``video`` / ``cover`` take a generator name or ``none``; every other field left unset keeps
-    the generator's preset value (see ``popcorn generators``)."""
+    the generator's preset value (see ``popcorn generators``). Each field declares its flag and
+    whether it changes the media (:func:`setting`): adding a media setting is adding a field."""
 
-    video: str = "preview"
-    cover: str = "preview"
-    video_model: str | None = None
-    cover_model: str | None = None
-    motion_adapter: str | None = None
-    portrait: bool = False
+    video: str = setting("preview", "Clip generator.", group=_MEDIA, metavar="NAME")
+    cover: str = setting("preview", "Cover generator.", group=_MEDIA, metavar="NAME")
+    video_extra: ComponentOptions = setting(
+        {},
+        "The clip generator's own option (KEY=VALUE, repeatable; see 'popcorn generators').",
+        group=_MEDIA,
+        flag="--video-opt",
+        metavar="KEY=VALUE",
+        output="changed",
+    )
+    cover_extra: ComponentOptions = setting(
+        {},
+        "The cover generator's own option (KEY=VALUE, repeatable; see 'popcorn generators').",
+        group=_MEDIA,
+        flag="--cover-opt",
+        metavar="KEY=VALUE",
+        output="changed",
+    )
+    portrait: bool = setting(False, "9:16 output, the micro-video norm.", group=_MEDIA)
     # Size, length and rate are checked once the preset's values are merged in
     # (MediaOptions.spec), where the message can name the final value.
-    width: int | None = None
-    height: int | None = None
-    frames: int | None = None
-    fps: int | None = None
-    steps: int | None = Field(None, ge=1, le=500)
-    guidance: float | None = Field(None, ge=0, le=50)
-    negative_prompt: str | None = None
-    video_seed: int | None = Field(None, ge=0)
-    cover_size: int | None = Field(None, ge=16, le=2048)
-    cover_steps: int | None = Field(None, ge=1, le=500)
-    cover_guidance: float | None = Field(None, ge=0, le=50)
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    offload: Literal["none", "model", "sequential"] = "none"
-    vae_tiling: bool = False
-    vae_slicing: bool = False
-    quantize: Literal["none", "4bit", "8bit"] = "none"
-    unload_stages: bool = False
-    compile: bool = False
-    """torch.compile the denoisers' repeated blocks (once per process; part of the media key)."""
-    cache: Literal["none", "first-block", "faster", "taylorseer"] = "none"
-    """A diffusers step cache on the clip's denoiser (approximate; part of the media key)."""
-    long_prompt: bool = False
-    """Read prompts longer than the text window where the model allows (LTX: up to 512 T5
-    tokens; SD1.5, AnimateDiff: CLIP in windows; part of the media key); a cut prompt is
-    always reported."""
+    width: int | None = setting(None, "Override the preset's width.", group=_MEDIA)
+    height: int | None = setting(None, "Override the preset's height.", group=_MEDIA)
+    frames: int | None = setting(None, "Override the preset's frame count.", group=_MEDIA)
+    fps: int | None = setting(None, "Override the preset's frame rate.", group=_MEDIA)
+    steps: int | None = setting(None, "Override denoising steps.", group=_MEDIA, ge=1, le=500)
+    guidance: float | None = setting(
+        None, "Override the guidance scale.", group=_MEDIA, ge=0, le=50
+    )
+    negative_prompt: str | None = setting(
+        None, "Override the preset's negative prompt.", group=_MEDIA
+    )
+    video_seed: int | None = setting(None, "Seed of the clip.", group=_MEDIA, ge=0)
+    video_model: str | None = setting(
+        None,
+        "Load the clip generator from this folder or hub id.",
+        group=_MEDIA,
+        metavar="PATH_OR_ID",
+    )
+    motion_adapter: str | None = setting(
+        None,
+        "animatediff: adapter folder, .safetensors file or REPO:FILE [default: the Lightning "
+        "4-step adapter].",
+        group=_MEDIA,
+        metavar="SOURCE",
+    )
+    cover_model: str | None = setting(
+        None,
+        "Load the cover generator from this folder or hub id.",
+        group=_MEDIA,
+        metavar="PATH_OR_ID",
+    )
+    cover_size: int | None = setting(
+        None,
+        "Cover pixel count as a square side; Popcorn's presets keep the clip's aspect ratio, "
+        "the study's sd15 cover is square [default: the model's native size].",
+        group=_MEDIA,
+        metavar="PX",
+        ge=16,
+        le=2048,
+    )
+    cover_steps: int | None = setting(None, "Cover denoising steps.", group=_MEDIA, ge=1, le=500)
+    cover_guidance: float | None = setting(None, "Cover guidance scale.", group=_MEDIA, ge=0, le=50)
+    compile: bool = setting(
+        False,
+        "torch.compile the denoisers' repeated blocks: faster steps on a GPU after a "
+        "compilation once per process (part of the media key).",
+        group=_MEDIA,
+    )
+    cache: Literal["none", "first-block", "faster", "taylorseer"] = setting(
+        "none",
+        "Reuse the clip denoiser's work between steps with a diffusers cache, at the settings "
+        "diffusers recommends: faster, approximate (part of the media key; faster: cogvideox "
+        "and hunyuan; none for animatediff).",
+        group=_MEDIA,
+    )
+    long_prompt: bool = setting(
+        False,
+        "Let the text encoder read prompts longer than its window where the model allows "
+        "(ltx: up to 512 T5 tokens instead of 128; sd15, animatediff: CLIP in windows of 75 "
+        "tokens; part of the media key). A cut prompt is reported either way.",
+        group=_MEDIA,
+    )
+    device: str = setting(
+        "auto",
+        "Deprecated: use --device.",
+        group=_MEMORY,
+        flag="--media-device",
+        hidden=True,
+        output=False,
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = setting(
+        "auto", "The media models' weight dtype.", group=_MEMORY, flag="--media-dtype"
+    )
+    offload: Literal["none", "model", "sequential"] = setting(
+        "none", "CPU offload, for GPUs with less memory.", group=_MEMORY, output=False
+    )
+    vae_tiling: bool = setting(
+        False, "Decode in tiles (less GPU memory).", group=_MEMORY, output=False
+    )
+    vae_slicing: bool = setting(False, "Decode frame by frame.", group=_MEMORY, output=False)
+    quantize: Literal["none", "4bit", "8bit"] = setting(
+        "none",
+        "Quantise the denoiser with bitsandbytes (CUDA; pip install 'popcorn-video[quant]'); "
+        "4bit is fp4 under the paper profile, nf4 otherwise [the paper profile's hunyuan: "
+        "4bit, as in the study].",
+        group=_MEMORY,
+    )
+    unload_stages: bool = setting(
+        False,
+        "Free each stage's models before the next loads (LLM, clips, covers), so all fit one "
+        "GPU; a batch then runs stage by stage.",
+        group=_MEMORY,
+        output=False,
+    )
     x264_preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
         "veryslow",
-    ] = "veryfast"  # fmt: skip
-    x264_threads: int = Field(0, ge=0, le=128)
-    """x264's threads (0: x264 chooses, about 1.5 per core)."""
+    ] = setting("veryfast")  # fmt: skip
+    x264_threads: int = setting(
+        0, "x264's threads (0: x264 chooses, about 1.5 per core).", ge=0, le=128
+    )
 
     def options(self, profile: Profile) -> MediaOptions:
         """The media stage's options, with the presets ``profile`` runs (the paper profile:
         the study's exact settings; popcorn: Popcorn's, see ``popcorn generators``)."""
-        from popcorn.media.diffusion import MemoryOptions
+        from popcorn.media.diffusers.loader import MemoryOptions
         from popcorn.media.export import Encoding
         from popcorn.media.render import MediaOptions
 
         def generator(value: str) -> str | None:
             return None if value == "none" else value
 
+        # Where the stage's option is named as its setting, it is taken as it is.
+        memory = {
+            f.name: getattr(self, f.name) for f in fields(MemoryOptions) if f.name != "unload"
+        }
+        overrides = {
+            f.name: getattr(self, f.name)
+            for f in fields(MediaOptions)
+            if f.name in type(self).model_fields
+        }
         return MediaOptions(
-            video=generator(self.video),
-            cover=generator(self.cover),
-            video_model=self.video_model,
-            cover_model=self.cover_model,
-            motion_adapter=self.motion_adapter,
-            portrait=self.portrait,
-            width=self.width,
-            height=self.height,
-            frames=self.frames,
-            fps=self.fps,
-            steps=self.steps,
-            guidance=self.guidance,
-            negative_prompt=self.negative_prompt,
+            **{**overrides, "video": generator(self.video), "cover": generator(self.cover)},
             seed=self.video_seed,
-            cover_size=self.cover_size,
-            cover_steps=self.cover_steps,
-            cover_guidance=self.cover_guidance,
             presets=profile.media,
-            memory=MemoryOptions(
-                device=self.device,
-                dtype=self.dtype,
-                offload=self.offload,
-                vae_tiling=self.vae_tiling,
-                vae_slicing=self.vae_slicing,
-                quantize=self.quantize,
-                unload=self.unload_stages,
-                compile=self.compile,
-                cache=self.cache,
-                long_prompt=self.long_prompt,
-            ),
+            memory=MemoryOptions(**memory, unload=self.unload_stages),
             encoding=Encoding(preset=self.x264_preset, threads=self.x264_threads),
         )
 
@@ -438,11 +498,21 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             found.setdefault(section, {})[key] = environ[name]
     for section, model in Settings.model_fields.items():
         assert model.annotation is not None
-        for key in model.annotation.model_fields:
+        for key, field in model.annotation.model_fields.items():
             name = f"POPCORN_{section}_{key}".upper()
             if environ.get(name):
-                found.setdefault(section, {})[key] = environ[name]
+                value: Any = environ[name]
+                if isinstance(field.default, dict):  # a component's options: a TOML table
+                    value = _inline_table(name, value)
+                found.setdefault(section, {})[key] = value
     return found
+
+
+def _inline_table(name: str, text: str) -> Any:
+    try:
+        return parse_toml(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"{name}: write it as a TOML inline table, e.g. {{steps = 4}}") from None
 
 
 def _merge(into: dict[str, dict[str, Any]], new: Mapping[str, Mapping[str, Any]]) -> None:

@@ -27,7 +27,7 @@ class Profile:
 
     name: ProfileName
     prompts: str
-    """The prompt template folder (``popcorn/llm/templates/<prompts>/``)."""
+    """The prompt template folder (``popcorn/writer/templates/<prompts>/``)."""
     max_tokens: int
     """Default cap on new tokens."""
     schema: bool
@@ -56,7 +56,15 @@ class Profile:
     """The predictor configuration ``predictor train`` uses by default."""
     gate: bool
     """Retry, then fail, an answer the quality gate rejects (else its verdict is only
-    recorded); see :mod:`popcorn.llm.quality`."""
+    recorded); see :mod:`popcorn.writer.gate`."""
+    attempts: int
+    """Default fresh tries (the next seed each) per query when an answer is unusable."""
+    reject_copies: bool
+    """Reject (and try again) an answer that echoes the prompt's example or copies a reference's
+    title; else the answer is kept, flagged ``echoed_example`` or ``copied_reference``."""
+    fix_titles: bool
+    """Ask again once for a title over 50 characters, then cut it; else it is kept as written,
+    flagged ``title_over_limit``."""
 
     def setting_defaults(self) -> dict[str, dict[str, Any]]:
         """Defaults this profile gives to :class:`~popcorn.config.Settings` keys (a user's
@@ -65,6 +73,7 @@ class Profile:
         if self.embedder is not None:
             defaults["pe"] = {"embedder": self.embedder}
         defaults["gate"] = {"enabled": self.gate}
+        defaults.setdefault("llm", {})["attempts"] = self.attempts
         return defaults
 
 
@@ -83,6 +92,9 @@ PAPER = Profile(
     media="study",
     predictor="mmra",
     gate=False,
+    attempts=1,
+    reject_copies=False,
+    fix_titles=False,
 )
 
 POPCORN = Profile(
@@ -100,6 +112,9 @@ POPCORN = Profile(
     media="popcorn",
     predictor="popcorn",
     gate=True,
+    attempts=3,
+    reject_copies=True,
+    fix_titles=True,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (PAPER, POPCORN)}
@@ -130,6 +145,12 @@ WHY: dict[str, str] = {
     "minutes on a laptop and keep zero-comment videos",
     "gate": "a well-formed answer can still be the prompt talking back or about something else; "
     "the study counted it as a script (paper runs record the verdict, as information)",
+    "attempts": "a fresh try with the next seed turns most unusable answers into scripts; the "
+    "study made one attempt and scored what came out",
+    "reject_copies": "an echoed example or a copied reference title is no new script; the "
+    "study kept both (an echoed example became blank fields that were still scored)",
+    "fix_titles": "a title over 50 characters is cut off in a feed; the study did not check "
+    "its length (the title is an input of MMRA's predictor)",
 }
 """Why Popcorn differs, per field (empty where both profiles agree)."""
 
@@ -147,6 +168,9 @@ _LABELS: dict[str, str] = {
     "media": "generator presets",
     "predictor": "predictor (`predictor train`)",
     "gate": "quality gate retries and fails bad answers",
+    "attempts": "attempts per query",
+    "reject_copies": "echoed example / copied reference title rejected",
+    "fix_titles": "title over 50 characters asked again, then cut",
 }
 
 

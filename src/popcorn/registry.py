@@ -13,6 +13,14 @@ function), imported only when the component is built or described. A factory may
 ``summary`` attribute (else its docstring's first line) and a ``model`` attribute, which
 ``popcorn generators`` shows. See docs/design/pipeline.md for a worked example.
 
+Built-ins and plugins share one factory contract. Besides its summary and model, a component
+may declare, as a factory attribute or a registration detail, ``honours`` (the setting names
+it applies, e.g. ``{"frames", "fps", "video_seed"}``; a setting it does not honour is warned
+about once and left out of its keys; undeclared: all) and ``options`` (name -> help of its own
+options). Those options reach the factory as one ``extra`` dict (``--video-opt KEY=VALUE``,
+``[media.video_extra]`` in popcorn.toml or a study file); an option it does not declare is an
+error before anything is built.
+
 A broken plugin (its module does not import, its entry point names nothing, its package's
 ``entry_points.txt`` cannot be read) takes down only itself: the registry still lists it, its
 listing line says why it is broken, and only asking for that component raises
@@ -23,7 +31,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -130,6 +138,33 @@ class Entry:
         finally:
             _importing.reset(token)
         raise PluginError(self.broken_message())
+
+    def declared(self, attribute: str) -> Any:
+        """What the component says about itself under ``attribute`` (``honours``,
+        ``options``, ``model``...): its registration's detail, else its factory's attribute;
+        None when neither says, or when a plugin's own attribute fails to read."""
+        if attribute in self.details:
+            return self.details[attribute]
+        factory = self.load()
+        try:
+            return getattr(factory, attribute, None)
+        except Exception:  # a plugin's property that raises declares nothing
+            return None
+
+    def honours(self) -> frozenset[str] | None:
+        """The settings the component applies (setting names, e.g. ``steps``,
+        ``video_model``); None when it does not say, which means all of them."""
+        found = self.declared("honours")
+        if found is None:
+            return None
+        return frozenset(name for name in found if isinstance(name, str))
+
+    def options(self) -> dict[str, str]:
+        """The component's own options, name -> one line of help: what its ``extra`` accepts."""
+        found = self.declared("options")
+        if not isinstance(found, Mapping):
+            return {}
+        return {brief(k, 60): brief(v) for k, v in found.items() if isinstance(k, str)}
 
     def _summary(self, factory: Any) -> str:
         try:
@@ -245,7 +280,16 @@ class Registry:
 
 def build(entry: Entry, kind: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``factory(*args, **kwargs)``; for a plugin's factory, an exception other than our own
-    errors becomes one :class:`PluginError` naming the plugin (a built-in's stays a bug)."""
+    errors becomes one :class:`PluginError` naming the plugin (a built-in's stays a bug).
+
+    An ``extra`` keyword (the component's own options) is checked against the options the
+    component declares first, and left out when empty, so a factory that declares none is
+    called as it always was."""
+    if "extra" in kwargs:
+        extra = kwargs.pop("extra") or {}
+        check_extra(entry, kind, extra)
+        if extra:
+            kwargs["extra"] = dict(extra)
     if entry.plugin is None:
         return factory(*args, **kwargs)
     try:
@@ -256,6 +300,17 @@ def build(entry: Entry, kind: str, factory: Callable[..., Any], *args: Any, **kw
         raise PluginError(
             f"{kind} {entry.name!r} ({entry.origin()}) failed to start: {describe_error(err)}"
         ) from None
+
+
+def check_extra(entry: Entry, kind: str, extra: Mapping[str, Any]) -> None:
+    """``UsageError`` naming any of ``extra``'s options that the component does not declare."""
+    known = entry.options()
+    unknown = [name for name in extra if name not in known]
+    if unknown:
+        takes = f"it takes: {', '.join(known)}" if known else "it takes none"
+        raise UsageError(
+            f"{kind} {entry.name!r} has no option {brief(repr(unknown[0]), 60)} ({takes})"
+        )
 
 
 # Top-level package of each plugin module imported -> its distribution, to say which plugin's

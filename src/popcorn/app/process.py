@@ -18,22 +18,21 @@ import multiprocessing
 import signal
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from popcorn.app.requests import AppConfig, Request, describe_run
 from popcorn.errors import PopcornError
 
 if TYPE_CHECKING:
-    from popcorn.app.work import AppConfig, Request
     from popcorn.pipeline import Pipeline
 
 MODES = ("basic", "pe")
-GENERATORS_KEPT = 4
-"""Generators (LLM + PE settings) kept loaded; the least recently used beyond this is dropped.
-The LLM weights and the PE index are shared between them, so each costs little."""
+LLMS_KEPT = 2
+"""In-process LLMs the model process keeps loaded: a request for one more lets them all go
+first (one LLM's weights can fill a GPU). Pipelines are built per request: they hold no model."""
 
 Progress = Callable[[str, str], None]
 
@@ -179,44 +178,39 @@ def serve_requests(config: AppConfig, conn: Connection) -> None:
 
 
 class Models:
-    """What the child keeps loaded: a few pipelines, one per LLM and PE setting (least recently
-    used dropped first); they share the LLM weights, the PE index and the predictor."""
+    """What the child runs requests with. The models themselves (LLMs, the PE index, the
+    renderers, the predictor) are held by :data:`~popcorn.residency.MODELS` and shared by
+    every request's pipeline; switching between more than :data:`LLMS_KEPT` LLMs lets the
+    loaded ones go first."""
 
-    def __init__(self, config: AppConfig, keep: int = GENERATORS_KEPT) -> None:
+    def __init__(self, config: AppConfig, llms_kept: int = LLMS_KEPT) -> None:
         self.config = config
-        self.keep = keep
-        self.settings = config.pipeline_settings()
-        self._pipelines: OrderedDict[tuple[str, str, int, int], Pipeline] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._pipelines)
+        self.llms_kept = llms_kept
+        self._llms: list[str] = []
+        """The LLMs asked for since the loaded ones were last let go."""
 
     def pipeline(self, request: Request, mode: str) -> Pipeline:
-        """The pipeline for ``request``'s LLM and ``mode``, with its generators as media."""
+        """The pipeline for ``request``'s LLM, mode and generators."""
         from popcorn.pipeline import Pipeline
+        from popcorn.residency import MODELS
 
         r = request
-        # Basic ignores N and K: one pipeline serves every setting of it.
-        key = (r.llm, mode, r.refs, r.categories) if mode == "pe" else (r.llm, mode, 0, 0)
-        found = self._pipelines.get(key)
-        if found is None:
-            s = self.settings
-            settings = s.model_copy(
-                update={
-                    "llm": s.llm.model_copy(update={"spec": r.llm}),
-                    "pe": s.pe.model_copy(update={"refs": r.refs, "categories": r.categories}),
-                }
-            )
-            found = self._pipelines[key] = Pipeline(settings, pe=mode == "pe")
-            while len(self._pipelines) > self.keep:
-                self._pipelines.popitem(last=False)
-        self._pipelines.move_to_end(key)
-        return found.with_media(video=r.video, cover=r.cover)
+        if r.llm not in self._llms:
+            if len(self._llms) >= self.llms_kept:
+                MODELS.release("llm")
+                self._llms.clear()
+            self._llms.append(r.llm)
+        s = self.config.settings
+        settings = s.model_copy(
+            update={
+                "llm": s.llm.model_copy(update={"spec": r.llm}),
+                "pe": s.pe.model_copy(update={"refs": r.refs, "categories": r.categories}),
+            }
+        )
+        return Pipeline(settings, pe=mode == "pe").with_media(video=r.video, cover=r.cover)
 
     def run_mode(self, request: Request, mode: str, progress: Progress) -> dict[str, Any]:
         """Script, media and score of one mode; ``progress(stage, state)`` tells the page."""
-        from popcorn.app.work import describe_run
-
         r = request
         pipeline = self.pipeline(r, mode)
         if r.candidates > 1 and pipeline.predictor is not None:

@@ -31,17 +31,10 @@ from popcorn.app.guard import (
     regular_file,
     run_folder,
 )
-from popcorn.app.work import (
-    AppConfig,
-    Request,
-    Task,
-    Worker,
-    describe_run,
-    load_run,
-    scan_runs,
-)
-from popcorn.config import PREDICTOR_META
+from popcorn.app.requests import AppConfig, Request, describe_run, load_run
+from popcorn.app.work import Task, Worker, scan_runs
 from popcorn.errors import MissingDependencyError, RunStoreError, UsageError
+from popcorn.predictor.folder import is_trained
 
 if TYPE_CHECKING:
     from popcorn.runs.store import Run
@@ -138,7 +131,7 @@ def create_app(config: AppConfig) -> Any:
             "llms": config.llms,
             "videos": videos,
             "covers": covers,
-            "predictor": (config.predictor / PREDICTOR_META).is_file(),
+            "predictor": is_trained(config.predictor),
             "pe": (config.corpus / "index").is_dir(),
         }
 

@@ -61,7 +61,7 @@ def _id_list(only_ids: Path | None) -> set[str] | None:
     """The ids of ``--only-ids`` (read before the import, so a bad list fails at once)."""
     if only_ids is None:
         return None
-    from popcorn.retrieval.corpus import read_id_list
+    from popcorn.retrieval.importers import read_id_list
 
     return read_id_list(only_ids)
 
@@ -75,7 +75,7 @@ def _save(
 ) -> None:
     listed_in, ids = only
     if ids is not None:
-        from popcorn.retrieval.corpus import keep_only
+        from popcorn.retrieval.importers import keep_only
 
         corpus_ = keep_only(corpus_, report, ids, f"--only-ids {listed_in}")
     corpus_.save(folder, report)
@@ -139,7 +139,7 @@ def import_microlens(
 ) -> None:
     """Read MicroLens-100k's raw files from FOLDER (likes/views, titles, comments, categories,
     and the optional captions and cover captions). Popularity is each video's comment count."""
-    from popcorn.retrieval.corpus import import_microlens as read
+    from popcorn.retrieval.importers import import_microlens as read
 
     only = (only_ids, _id_list(only_ids))
     corpus_, report = read(folder, captions, cover_captions)
@@ -157,7 +157,7 @@ def import_table(
 ) -> None:
     """Read the pre-joined table (parquet, CSV or JSONL; columns video_id, title_en, cover_desc,
     caption_en, partition or category, likes, views, comment_count)."""
-    from popcorn.retrieval.corpus import import_table as read
+    from popcorn.retrieval.importers import import_table as read
 
     only = (only_ids, _id_list(only_ids))
     corpus_, report = read(file)
@@ -180,7 +180,7 @@ def import_hf(
     as_json: bool,
 ) -> None:
     """Load the pre-joined table from the dataset hub (needs network and 'popcorn-video[data]')."""
-    from popcorn.retrieval.corpus import import_hf as read
+    from popcorn.retrieval.importers import import_hf as read
 
     only = (only_ids, _id_list(only_ids))
     corpus_, report = read(dataset_id, split)
@@ -257,8 +257,8 @@ def search(
 ) -> None:
     """Show the categories QUERY routes to and the references PE would give the LLM."""
     from popcorn.config import load_settings
-    from popcorn.generation import validate_query
     from popcorn.retrieval.enhance import PESettings, open_pool
+    from popcorn.writer.queries import validate_query
 
     settings = load_settings(
         config,

@@ -109,8 +109,7 @@ def _fits(gpus: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def _cached() -> dict[str, Any]:
-    from popcorn.media.cover import COVER_PRESETS
-    from popcorn.media.diffusion import PRESETS
+    from popcorn.media.presets import COVER_PRESETS, PRESETS
 
     hub = Path(
         os.environ.get("HF_HUB_CACHE")

@@ -9,17 +9,24 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from popcorn.cli.help import GroupedCommand
-from popcorn.cli.render import deprecated_device_flags, media_options, media_overrides, warn
-from popcorn.config import DecodingSettings, LLMSettings, PESettingsModel, int_limits, limits
+from popcorn.cli.help import GroupedCommand, LazyHelpOption
+from popcorn.cli.render import (
+    MEDIA_GROUPS,
+    deprecated_device_flags,
+    media_options,
+    media_overrides,
+    setting_option,
+    warn,
+)
+from popcorn.config import DecodingSettings, LLMSettings, PESettingsModel
+from popcorn.config_fields import cli_fields, int_limits, limits
 from popcorn.profiles import PROFILE_NAMES
-from popcorn.safety import redact, shown
+from popcorn.safety import one_line, redact, shown
 
 if TYPE_CHECKING:
     from popcorn.config import Settings
-    from popcorn.generation import QueryItem
     from popcorn.pipeline import Pipeline, RunResult
-    from popcorn.queries import QueryList
+    from popcorn.writer.queries import QueryItem, QueryList
 
 
 def decoding_option(name: str) -> dict[str, Any]:
@@ -37,18 +44,26 @@ def decoding_option(name: str) -> dict[str, Any]:
     }
 
 
+LLM_OPTIONS = next(f for f in cli_fields(LLMSettings) if f.setting == "extra")
+
+
+def _llm_help() -> str:
+    """``--llm``'s help: the forms of the registered backends (plugins by name, unimported)."""
+    from popcorn.llm.registry import LLMS
+
+    forms = [one_line(e.details.get("form") or e.name) for e in LLMS]
+    return f"{', '.join(forms)}.  See 'popcorn llms'.  [default: embedded]"
+
+
 _GROUPS = {
     "Input and output": ["queries_file", "out", "as_json", "force", "concurrency", "config"],
-    "LLM": ["spec", "profile", "base_url", "timeout", "attempts", "n_ctx", "n_gpu_layers",
-            "device_map", "dtype", "load_in_4bit", "load_in_8bit", "batch_size"],
+    "LLM": ["spec", "profile", "base_url", LLM_OPTIONS.param, "timeout", "attempts", "n_ctx",
+            "n_gpu_layers", "device_map", "dtype", "load_in_4bit", "load_in_8bit", "batch_size"],
     "Decoding": ["temperature", "top_p", "repetition_penalty", "seed", "max_tokens"],
     "Prompt enhancement": ["pe", "refs", "categories", "corpus"],
-    "Media": ["video", "cover", "portrait", "width", "height", "frames", "fps", "steps",
-              "guidance", "negative_prompt", "video_seed", "video_model", "motion_adapter",
-              "cover_model", "cover_size", "cover_steps", "cover_guidance", "compile", "cache",
-              "long_prompt"],
-    "Memory and devices": ["device", "media_device", "media_dtype", "offload", "vae_tiling",
-                           "vae_slicing", "quantize", "unload_stages"],
+    # The media flags' headings come with their settings; --device leads the devices.
+    **{heading: (["device", *names] if heading == "Memory and devices" else names)
+       for heading, names in MEDIA_GROUPS.items()},
     "Scoring and best-of-N": ["predictor", "candidates", "render_top"],
 }  # fmt: skip
 
@@ -61,14 +76,9 @@ _GROUPS = {
     type=click.Path(path_type=Path),
     help="Batch: a .txt file (one query a line) or .csv/.jsonl with a 'prompt' column.",
 )
-@click.option(
-    "--llm",
-    "spec",
-    metavar="SPEC",
-    help="embedded (default), gguf:PATH, openai:MODEL, deepseek:MODEL, ollama:MODEL, "
-    "hf:MODEL_ID. See 'popcorn llms'.",
-)
+@click.option("--llm", "spec", metavar="SPEC", cls=LazyHelpOption, help_text=_llm_help)
 @click.option("--base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL).")
+@setting_option(LLMSettings, LLM_OPTIONS)
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -209,9 +219,8 @@ def generate(
       popcorn generate "How to cook ramen at home" --pe --refs 50 --categories 2
     """
     from popcorn.errors import UsageError
-    from popcorn.generation import validate_query
     from popcorn.pipeline import Pipeline
-    from popcorn.queries import QueryList, read_queries
+    from popcorn.writer.queries import QueryList, read_queries, validate_query
 
     if (query is None) == (queries_file is None):
         raise UsageError("give either a QUERY or --queries FILE (see popcorn generate --help)")
@@ -261,7 +270,11 @@ def settings_from_flags(
     return load_settings(
         config,
         {
-            "llm": {"spec": flags.get("spec"), **{k: flags.get(k) for k in _LLM_FLAGS}},
+            "llm": {
+                "spec": flags.get("spec"),
+                "extra": flags.get(LLM_OPTIONS.param),
+                **{k: flags.get(k) for k in _LLM_FLAGS},
+            },
             "decoding": {k: flags.get(k) for k in _DECODING_FLAGS},
             "run": {
                 "out": flags.get("out"),
@@ -291,7 +304,7 @@ def _best_of(
         table.add_column(column)
     for c in outcome.candidates:
         mark = "best" if c is outcome.winner else ""
-        full = "" if c.score is None else f"{c.score['score']:.3f}"
+        full = "" if c.score is None else f"{c.score.score:.3f}"
         table.add_row(mark, str(c.seed), shown(c.result.script.title), f"{c.text_only:.3f}", full)
     Console().print(table)
     Console().print(shown(f"winner: {outcome.winner.result.run_dir}"))
@@ -335,8 +348,8 @@ def _batch(pipeline: Pipeline, items: QueryList, force: bool, as_json: bool, sou
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from popcorn.errors import PopcornError
-    from popcorn.generation import printable_query
     from popcorn.pipeline import RunResult
+    from popcorn.writer.queries import printable_query
 
     err = Console(stderr=True)
     refused = items.refused

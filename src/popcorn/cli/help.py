@@ -1,10 +1,30 @@
-"""A click command whose ``--help`` lists its options in named groups."""
+"""A click command whose ``--help`` lists its options in named groups, and an option whose help
+is written only when help is shown (from the registries, which plugins extend)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
+
+
+class LazyHelpOption(click.Option):
+    """An option whose help comes from ``help_text()`` when ``--help`` is shown, not when the
+    command is declared: registry listings can change with the installed plugins, and reading
+    them costs nothing on a command's normal path."""
+
+    def __init__(self, *args: Any, help_text: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._help_text = help_text
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        # Written afresh each time: a plugin installed since the last help changes it.
+        self.help = self._help_text()
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = None
 
 
 class GroupedCommand(click.Command):

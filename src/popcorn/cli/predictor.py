@@ -232,6 +232,17 @@ def _feature_encoders(settings: Settings) -> tuple[Any, Any, Any]:
     help="Initialisation and shuffling seed, and popcorn's split seed (paper's split has "
     "MMRA's seeds, 9 and 18).  [default: popcorn 42, paper 2024]",
 )
+@click.option(
+    "--test-ids",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Pin the test part to these ids (the study's test_id.csv: one id per line, or a CSV "
+    "with a video_id column); validation is drawn from the rest by id, not by row order.",
+)
+@click.option(
+    "--split-ids",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='Pin the whole split: a JSON object {"train": [...], "val": [...], "test": [...]}.',
+)
 @_profile_option
 @_device_option
 @_predictor_option
@@ -246,6 +257,8 @@ def train(
     alpha: float | None,
     retrieved: int | None,
     seed: int | None,
+    test_ids: Path | None,
+    split_ids: Path | None,
     profile: str | None,
     device: str | None,
     predictor_dir: Path | None,
@@ -257,11 +270,13 @@ def train(
     80/10/10 split, training bank, projected features, shuffled batches, best by validation
     MSE. --profile paper (MMRA's): log2(comments) without the videos that have none, MMRA's
     two-stage split, bank = training + validation, unprojected features, batches in order,
-    best by validation MAE + nMSE, patience 20 of up to 100 epochs."""
+    best by validation MAE + nMSE, patience 20 of up to 100 epochs. --test-ids or --split-ids
+    pin the split by video id; predictor.json records the split's hash either way."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from popcorn.errors import UsageError
     from popcorn.predictor.features import FeatureSet
+    from popcorn.predictor.pinned import read_split_ids, read_test_ids
     from popcorn.predictor.train import Epoch, TrainSettings
     from popcorn.predictor.train import train as run_training
 
@@ -272,6 +287,15 @@ def train(
             "--hidden does not apply to the paper profile: MMRA feeds features unprojected, as "
             "wide as the encoders make them"
         )
+    if test_ids is not None and split_ids is not None:
+        raise UsageError("choose one of --test-ids and --split-ids")
+    pinned = (
+        read_test_ids(test_ids)
+        if test_ids is not None
+        else read_split_ids(split_ids)
+        if split_ids is not None
+        else None
+    )
     data = FeatureSet.load(p.path)
     options = TrainSettings.for_recipe(
         recipe,
@@ -306,7 +330,7 @@ def train(
         )
 
     with bar:
-        meta = run_training(data, p.path, options, on_epoch)
+        meta = run_training(data, p.path, options, on_epoch, pinned)
     if as_json:
         click.echo(json.dumps({k: v for k, v in meta.items() if k not in ("split", "history")}))
         return
@@ -316,10 +340,20 @@ def train(
         f"trained the {recipe} configuration on {sizes['train']:,} videos (validation "
         f"{sizes['val']:,}, test {sizes['test']:,}; bank {' + '.join(meta['bank'])}"
         + (f"; {left_out:,} without comments left out" if left_out else "")
+        + _pinned_note(meta["split_source"])
+        + f"; split {meta['split_sha256'][:16]}"
         + f"): best epoch {meta['best_epoch']} of {meta['epochs_run']}, validation nMSE "
         f"{val['nmse']:.3f}, SRC {val['src']:.3f}, MAE {val['mae']:.3f} "
         f"({meta['samples_per_second']:,.0f} samples/s) -> {p.path}"
     )
+
+
+def _pinned_note(source: dict[str, Any]) -> str:
+    if "file" not in source:
+        return ""
+    missing = source["missing"]
+    lacking = f", {missing:,} of its ids without features" if missing else ""
+    return f"; split pinned by {source['file']}{lacking}"
 
 
 @predictor.command("eval")

@@ -56,8 +56,7 @@ def check_repo(repo: str, name: str) -> None:
 def repos_for(name: str) -> list[str]:
     """The hub repositories behind ``name``: a clip or cover preset, a frame encoder alias, a
     PE embedder alias, an ``hf:``/``vllm:`` LLM spec, or a hub id as it is."""
-    from popcorn.media.cover import COVER_PRESETS
-    from popcorn.media.diffusion import PRESETS
+    from popcorn.media.presets import COVER_PRESETS, PRESETS
     from popcorn.predictor.encoders import VISUAL_ALIASES
     from popcorn.retrieval.embedders import DEFAULT_EMBEDDER, resolve
 

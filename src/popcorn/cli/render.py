@@ -3,147 +3,136 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import tomllib
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import click
+from pydantic import BaseModel
 
+from popcorn.cli.help import LazyHelpOption
+from popcorn.config import MediaSettings, parse_toml
+from popcorn.config_fields import CliField, cli_fields
+from popcorn.profiles import PROFILE_NAMES
 from popcorn.safety import one_line, plain, redact
 
-_VIDEO_HELP = (
-    "ltx, hunyuan, cogvideox, animatediff (the study's four), wan, hunyuan15 (diffusers), "
-    "preview (an animatic, no model) or none. Presets follow the profile: paper runs the "
-    "study's settings, popcorn Popcorn's ('popcorn generators' lists both)."
-)
-_COVER_HELP = (
-    "sd15 (the study's cover model), sdxl (diffusers), preview (a title card, no model) or none."
-)
+
+def _generators_help(kind: str) -> str:
+    """The ``--video`` / ``--cover`` help: every registered generator with its summary, read
+    when help is shown (built-ins' tables are plain data; a plugin's module is imported for
+    its summary, which is why plugins keep heavy imports inside their factories)."""
+    from popcorn.media.registry import COVER, VIDEO
+    from popcorn.registry import PluginError
+
+    registry = VIDEO if kind == "video" else COVER
+    rows = []
+    for entry in registry:
+        try:
+            entry.load()
+        except PluginError:
+            rows.append(f"{one_line(entry.name)}: broken (see popcorn generators)")
+            continue
+        summary = one_line(entry.summary)
+        rows.append(f"{one_line(entry.name)}: {summary}" if summary else one_line(entry.name))
+    return (
+        f"{'Clip' if kind == 'video' else 'Cover'} generator: {'; '.join(rows)}; or none. "
+        "Presets follow the profile: paper runs the study's settings, popcorn Popcorn's "
+        "('popcorn generators' lists both, and each generator's own options).  "
+        "[default: preview]"
+    )
+
+
+_LAZY_HELP = {
+    "video": partial(_generators_help, "video"),
+    "cover": partial(_generators_help, "cover"),
+}
+
+
+def _click_type(field: CliField) -> Any:
+    """The click type of a setting's flag, from its annotation and limits."""
+    kind = field.annotation
+    if get_origin(kind) in (Union, UnionType):  # ``int | None``: the flag gives an int
+        kind = next(a for a in get_args(kind) if a is not type(None))
+    if get_origin(kind) is Literal:
+        return click.Choice([str(v) for v in get_args(kind)])
+    if kind in (int, float) and field.low is None and field.high is None:
+        return kind
+    if kind is int:
+        low = None if field.low is None else int(field.low)
+        return click.IntRange(low, None if field.high is None else int(field.high))
+    if kind is float:
+        return click.FloatRange(field.low, field.high, min_open=field.low_open)
+    return None
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def setting_option(section: type[BaseModel], field: CliField) -> Callable[[_F], _F]:
+    """The click option of one setting of ``section``, all of it read from the field."""
+    default = section.model_fields[field.setting].default
+    kwargs: dict[str, Any] = {"metavar": field.metavar, "hidden": field.hidden}
+    if field.annotation is bool:
+        kwargs.update(is_flag=True, default=None)
+    elif isinstance(default, dict):  # a generator's own options: KEY=VALUE, repeatable
+        kwargs.update(multiple=True, callback=_key_values)
+    else:
+        kwargs["type"] = _click_type(field)
+    help_text = field.help
+    if default not in (None, False, {}) and field.setting not in _LAZY_HELP:
+        help_text += f"  [default: {default}]"
+    if field.setting in _LAZY_HELP:
+        return click.option(
+            field.flag, field.param, cls=LazyHelpOption, help_text=_LAZY_HELP[field.setting],
+            **kwargs,
+        )  # fmt: skip
+    return click.option(field.flag, field.param, help=help_text, **kwargs)
+
+
+def _key_values(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """``KEY=VALUE`` pairs as a dict; a value is read as TOML (``3``, ``0.5``, ``true``,
+    ``"text"``), else taken as text, so a flag and popcorn.toml give the same value."""
+    if not values:
+        return None
+    found: dict[str, Any] = {}
+    for pair in values:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", ctx, param)
+        try:
+            found[key.strip()] = parse_toml(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            found[key.strip()] = value
+    return found
+
+
+MEDIA_FIELDS = cli_fields(MediaSettings)
+MEDIA_GROUPS: dict[str, list[str]] = {}
+"""The ``--help`` headings of the media flags, from their settings' ``group``."""
+for _field in MEDIA_FIELDS:
+    MEDIA_GROUPS.setdefault(_field.group, []).append(_field.param)
 
 
 def media_options(func: Any) -> Any:
-    """The options shared by ``render`` and ``generate``."""
+    """The options shared by ``render`` and ``generate``: one per ``[media]`` setting that
+    declares a flag, plus ``--device`` (the run's, which the media follow)."""
     options = [
-        click.option(
-            "--video",
-            "video",
-            metavar="NAME",
-            help=f"Clip generator: {_VIDEO_HELP}  [default: preview]",
-        ),
-        click.option(
-            "--cover",
-            "cover",
-            metavar="NAME",
-            help=f"Cover generator: {_COVER_HELP}  [default: preview]",
-        ),
-        click.option(
-            "--portrait", is_flag=True, default=None, help="9:16 output, the micro-video norm."
-        ),
-        click.option("--width", type=int, help="Override the preset's width."),
-        click.option("--height", type=int, help="Override the preset's height."),
-        click.option("--frames", type=int, help="Override the preset's frame count."),
-        click.option("--fps", type=int, help="Override the preset's frame rate."),
-        click.option("--steps", type=click.IntRange(1, 500), help="Override denoising steps."),
-        click.option("--guidance", type=float, help="Override the guidance scale."),
-        click.option("--negative-prompt", help="Override the preset's negative prompt."),
-        click.option("--video-seed", type=click.IntRange(min=0), help="Seed of the clip."),
-        click.option(
-            "--video-model",
-            metavar="PATH_OR_ID",
-            help="Load the clip generator from this folder or hub id.",
-        ),
-        click.option(
-            "--motion-adapter",
-            metavar="SOURCE",
-            help="animatediff: adapter folder, .safetensors file or REPO:FILE "
-            "[default: the Lightning 4-step adapter].",
-        ),
-        click.option(
-            "--cover-model",
-            metavar="PATH_OR_ID",
-            help="Load the cover generator from this folder or hub id.",
-        ),
-        click.option(
-            "--cover-size",
-            type=click.IntRange(16, 2048),
-            metavar="PX",
-            help="Cover pixel count as a square side; Popcorn's presets keep the clip's aspect "
-            "ratio, the study's sd15 cover is square [default: the model's native size].",
-        ),
-        click.option("--cover-steps", type=click.IntRange(1, 500), help="Cover denoising steps."),
-        click.option("--cover-guidance", type=float, help="Cover guidance scale."),
+        *(setting_option(MediaSettings, f) for f in MEDIA_FIELDS),
         click.option(
             "--device",
             metavar="DEVICE",
             help="Where models run: auto, cpu, cuda, cuda:N or mps (the LLM, the media and the "
             "predictor).  [default: auto: a CUDA GPU when there is one]",
         ),
-        click.option("--media-device", hidden=True, help="Deprecated: use --device."),
-        click.option(
-            "--media-dtype",
-            type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-            help="[default: auto]",
-        ),
-        click.option(
-            "--offload",
-            type=click.Choice(["none", "model", "sequential"]),
-            help="CPU offload, for GPUs with less memory.  [default: none]",
-        ),
-        click.option(
-            "--vae-tiling", is_flag=True, default=None, help="Decode in tiles (less GPU memory)."
-        ),
-        click.option("--vae-slicing", is_flag=True, default=None, help="Decode frame by frame."),
-        click.option(
-            "--quantize",
-            type=click.Choice(["none", "4bit", "8bit"]),
-            help="Quantise the denoiser with bitsandbytes (CUDA; "
-            "pip install 'popcorn-video[quant]'); 4bit is fp4 under the paper profile, nf4 "
-            "otherwise.  [default: none; the paper profile's hunyuan: 4bit, as in the study]",
-        ),
-        click.option(
-            "--unload-stages",
-            is_flag=True,
-            default=None,
-            help="Free each stage's models before the next loads (LLM, clips, covers), so all "
-            "fit one GPU; a batch then runs stage by stage.",
-        ),
-        click.option(
-            "--compile",
-            "compile",
-            is_flag=True,
-            default=None,
-            help="torch.compile the denoisers' repeated blocks: faster steps on a GPU after a "
-            "compilation once per process (part of the media key).",
-        ),
-        click.option(
-            "--long-prompt",
-            is_flag=True,
-            default=None,
-            help="Let the text encoder read prompts longer than its window where the model "
-            "allows (ltx: up to 512 T5 tokens instead of 128; sd15, animatediff: CLIP in windows "
-            "of 75 tokens; part of the media key). A cut prompt is reported either way.",
-        ),
-        click.option(
-            "--cache",
-            type=click.Choice(["none", "first-block", "faster", "taylorseer"]),
-            help="Reuse the clip denoiser's work between steps with a diffusers cache, at the "
-            "settings diffusers recommends: faster, approximate (part of the media key; faster: "
-            "cogvideox and hunyuan; none for animatediff).  [default: none]",
-        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
-
-
-# Flag name -> [media] setting, where they differ.
-_MEDIA_RENAMED = {"media_device": "device", "media_dtype": "dtype"}
-_MEDIA_FLAGS = (
-    "video", "cover", "portrait", "width", "height", "frames", "fps", "steps", "guidance",
-    "negative_prompt", "video_seed", "video_model", "motion_adapter", "cover_model", "cover_size",
-    "cover_steps", "cover_guidance", "media_device", "media_dtype", "offload", "vae_tiling",
-    "vae_slicing", "quantize", "unload_stages", "compile", "cache", "long_prompt",
-)  # fmt: skip
 
 
 _DEPRECATED = {"media_device": "--media-device", "device_map": "--device-map",
@@ -162,7 +151,7 @@ def deprecated_device_flags(flags: dict[str, Any]) -> None:
 def media_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     """Take the media flags out of ``flags`` as overrides of the ``[media]`` settings (None:
     not given, so popcorn.toml, the environment or the default decides)."""
-    return {_MEDIA_RENAMED.get(name, name): flags.pop(name) for name in _MEDIA_FLAGS}
+    return {f.setting: flags.pop(f.param) for f in MEDIA_FIELDS}
 
 
 @click.command()
@@ -177,7 +166,7 @@ def media_overrides(flags: dict[str, Any]) -> dict[str, Any]:
 )
 @click.option(
     "--profile",
-    type=click.Choice(["paper", "popcorn"]),
+    type=click.Choice(PROFILE_NAMES),
     help="Whose generator presets to use.  [default: the run's own profile]",
 )
 def render(
@@ -246,8 +235,8 @@ def generators() -> None:
     Presets follow the profile: under paper each runs at the study's exact settings, under
     popcorn at Popcorn's. Under each preset: the study's settings, then every setting where
     Popcorn's differ and why (or that the study did not use the model)."""
+    from popcorn.media.registry import COVER, VIDEO, preset_notes
     from popcorn.media.registry import listing as rows
-    from popcorn.media.registry import preset_notes
 
     # Names, models and summaries of plugins are their own text: no control characters pass.
     for kind, name, model, summary in rows():
@@ -258,3 +247,10 @@ def generators() -> None:
             continue
         for note in preset_notes(kind, name):
             click.echo(f"{'':<19} {note}")
+        entry = (VIDEO if kind == "video" else COVER).entry(name)
+        flag = "--video-opt" if kind == "video" else "--cover-opt"
+        for option, text in entry.options().items():
+            click.echo(f"{'':<19} {flag} {one_line(option)}=...: {one_line(text)}")
+        honours = entry.honours()
+        if honours is not None:
+            click.echo(f"{'':<19} honours: {', '.join(sorted(honours)) or 'no setting'}")

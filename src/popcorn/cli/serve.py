@@ -56,9 +56,9 @@ def serve(
     addressed to --host (and localhost names when that is a loopback address), and runs the
     models in a child process: a crash there, or a request past --timeout, fails one request,
     not the app. GET /api/health says whether the worker and the model process are alive."""
+    from popcorn.app.requests import REQUEST_TIMEOUT, AppConfig
     from popcorn.app.server import listen, require_app_packages
     from popcorn.app.server import serve as run_server
-    from popcorn.app.work import REQUEST_TIMEOUT, AppConfig
     from popcorn.config import load_settings
     from popcorn.llm.registry import check_spec
 
@@ -73,9 +73,6 @@ def serve(
         },
     )
     app_config = AppConfig(
-        out=settings.run.out.resolve(),
-        corpus=settings.pe.corpus.resolve(),
-        predictor=settings.predictor.path.resolve(),
         llms=list(dict.fromkeys(llms or (settings.llm.spec,))),
         host=host,
         settings=settings,

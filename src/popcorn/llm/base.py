@@ -91,3 +91,6 @@ class LLMOptions:
     batch_size: int = 0
     """Local backends (``hf:``): conversations generated together in one batch; 0 chooses
     from the free GPU memory (a small fixed number on the CPU)."""
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+    """The backend's own options (``--llm-opt KEY=VALUE``), those it declares; handed to its
+    factory as ``extra``, and part of its ``identity()`` when they change its answers."""

@@ -2,10 +2,13 @@
 
 The study ran Llama-3.3-70B-Instruct, Qwen2.5-72B-Instruct and Mistral-Large-Instruct-2411 this
 way in 4-bit. The chat template comes from the tokenizer; nothing is hard-coded per model.
+Under the paper profile a model loads in 4-bit fp4 by default, as the study's always did
+(:func:`paper_quantization`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -16,12 +19,13 @@ from typing import Any
 from popcorn.errors import MissingDependencyError, ProviderError, UsageError
 from popcorn.llm.base import Completion, Decoding, LLMOptions, Message
 from popcorn.llm.batching import Batcher
-from popcorn.progress import logged_load
+from popcorn.residency import MODELS
 from popcorn.safety import redact, register_secret
 
+log = logging.getLogger(__name__)
+
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
-_loaded: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-_loaded_lock = threading.Lock()
+_warned: set[str] = set()
 _generate_lock = threading.Lock()  # one generate at a time, whichever object asks
 
 
@@ -30,7 +34,8 @@ def _looks_local(model_id: str) -> bool:
 
 
 def load_model(model_id: str, options: LLMOptions) -> tuple[Any, Any]:
-    """(tokenizer, model), loaded once per process for the same id and options."""
+    """(tokenizer, model), loaded once per process for the same id and options (role ``llm``
+    of :data:`~popcorn.residency.MODELS`)."""
     if options.dtype not in _DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(_DTYPES)}, not {options.dtype!r}")
     if options.load_in_4bit and options.load_in_8bit:
@@ -42,6 +47,7 @@ def load_model(model_id: str, options: LLMOptions) -> tuple[Any, Any]:
             raise UsageError(f"hf: no model folder at {str(path)!r}")
         source = str(path.resolve())
     key = (
+        "hf",
         source,
         options.dtype,
         options.device_map,
@@ -49,24 +55,7 @@ def load_model(model_id: str, options: LLMOptions) -> tuple[Any, Any]:
         options.load_in_8bit,
         options.four_bit,
     )
-    with _loaded_lock:
-        if key not in _loaded:
-            with logged_load(f"hf:{model_id}"):
-                _loaded[key] = _load(source, options)
-        return _loaded[key]
-
-
-def release() -> None:
-    """Drop the loaded models and free their GPU memory; the next call loads again."""
-    import gc
-
-    with _loaded_lock:
-        _loaded.clear()
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    return MODELS.get("llm", key, lambda: _load(source, options), what=f"hf:{model_id}")
 
 
 def _load(source: str, options: LLMOptions) -> tuple[Any, Any]:
@@ -96,6 +85,49 @@ def _load(source: str, options: LLMOptions) -> tuple[Any, Any]:
         raise ProviderError(f"hf: the tokenizer of {source!r} has no chat template")
     model.eval()
     return tokenizer, model
+
+
+def paper_quantization(
+    options: LLMOptions, *, cuda: bool, bitsandbytes: bool
+) -> tuple[LLMOptions, str | None]:
+    """The options an ``hf:`` model loads with, and a warning when the paper profile's 4-bit
+    default cannot be kept.
+
+    The study loaded every local model in bitsandbytes' 4-bit fp4, so under the paper profile
+    (the only one whose ``four_bit`` is fp4, which the writer hands every backend) a model that
+    names no quantisation and no ``--dtype`` loads in 4-bit. An explicit ``--load-in-4bit``,
+    ``--load-in-8bit`` or ``--dtype`` is the user's choice and is kept. Without CUDA or
+    bitsandbytes the model loads unquantised, and the warning says its answers are not the
+    study's conditions."""
+    chosen = options.load_in_4bit or options.load_in_8bit or options.dtype != "auto"
+    if options.four_bit != "fp4" or chosen:
+        return options, None
+    if cuda and bitsandbytes:
+        return replace(options, load_in_4bit=True), None
+    missing = "no CUDA GPU" if not cuda else "bitsandbytes is not installed"
+    return options, (
+        f"loads unquantised ({missing}), not in 4-bit fp4 as the study's models did; its "
+        "answers are not under the paper profile's conditions"
+    )
+
+
+def _paper_options(model_id: str, options: LLMOptions) -> LLMOptions:
+    """:func:`paper_quantization` on this machine, warning once per model."""
+    if options.four_bit != "fp4":
+        return options  # not the paper profile: nothing to decide, and no torch to import
+    from importlib.util import find_spec
+
+    bitsandbytes = find_spec("bitsandbytes") is not None
+    cuda = False
+    if options.device_map not in ("cpu", "mps"):
+        import torch
+
+        cuda = torch.cuda.is_available()
+    chosen, warning = paper_quantization(options, cuda=cuda, bitsandbytes=bitsandbytes)
+    if warning is not None and model_id not in _warned:
+        _warned.add(model_id)
+        log.warning("hf:%s %s", model_id, warning)
+    return chosen
 
 
 def quantization_config(options: LLMOptions) -> Any:
@@ -231,7 +263,8 @@ class TransformersLLM:
             register_secret(os.environ.get(name))
         self.spec = f"hf:{model_id}"
         self.model_id = model_id
-        self.options = options
+        # Decided before identity() is read: the run key says how the model was loaded.
+        self.options = _paper_options(model_id, options)
         self._batcher: Batcher[Request, Completion] = Batcher(
             self.complete_batch, max_batch=MAX_BATCH
         )

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from popcorn.errors import MissingDependencyError, ProviderError, UsageError
 from popcorn.llm.base import Completion, Decoding, LLMOptions, Message
+from popcorn.residency import MODELS
 
 SMALL_FILE_BYTES = 2 * 2**30
 """A GGUF file under this is a small model: about 3B parameters at 4-5 bits or 1B at 16
@@ -19,20 +20,14 @@ SMALL_FILE_BYTES = 2 * 2**30
 SMALL_CONTEXT = 2048
 """A context this short cannot hold the full PE prompt and an answer, whatever the model."""
 
-_models: dict[tuple[str, int, int], Any] = {}
-_models_lock = threading.Lock()
+
+def _close(model: Any) -> None:
+    model.close()
 
 
-@atexit.register
-def release() -> None:
-    """Free the loaded models; the next call loads again.
-
-    Also runs at exit, while the interpreter is intact: left to Llama.__del__ at shutdown,
-    it runs after its module globals are gone and prints a spurious traceback."""
-    with _models_lock:
-        for model in _models.values():
-            model.close()
-        _models.clear()
+# At exit, while the interpreter is intact: left to Llama.__del__ at shutdown, closing runs
+# after its module globals are gone and prints a spurious traceback.
+atexit.register(MODELS.release, "llm")
 
 
 def smollm2_path() -> Path:
@@ -75,25 +70,21 @@ def _fingerprint(path: Path) -> str:
 
 
 def load_llama(path: Path, n_ctx: int, n_gpu_layers: int) -> Any:
-    """Load a model once per process and share it."""
-    key = (str(path), n_ctx, n_gpu_layers)
-    with _models_lock:
-        if key not in _models:
-            from llama_cpp import Llama
+    """The model, loaded once per process (:data:`~popcorn.residency.MODELS`, role ``llm``)
+    and shared; releasing it closes its llama.cpp context."""
 
-            from popcorn.progress import logged_load
+    def load() -> Any:
+        from llama_cpp import Llama
 
-            try:
-                with logged_load(f"{path.name} with llama.cpp"):
-                    _models[key] = Llama(
-                        model_path=str(path),
-                        n_ctx=n_ctx,
-                        n_gpu_layers=n_gpu_layers,
-                        verbose=False,
-                    )
-            except (ValueError, RuntimeError) as err:
-                raise ProviderError(f"llama.cpp could not load {path.name}: {err}") from None
-        return _models[key]
+        try:
+            return Llama(
+                model_path=str(path), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, verbose=False
+            )
+        except (ValueError, RuntimeError) as err:
+            raise ProviderError(f"llama.cpp could not load {path.name}: {err}") from None
+
+    key = ("llama.cpp", str(path), n_ctx, n_gpu_layers)
+    return MODELS.get("llm", key, load, free=_close, what=f"{path.name} with llama.cpp")
 
 
 class LlamaCppLLM:

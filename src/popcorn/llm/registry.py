@@ -6,7 +6,10 @@ packages add theirs under the ``popcorn.llm`` entry-point group, either as a fac
 ``factory(argument, options) -> LLM`` (the entry point's name is the provider's name; the
 factory may carry ``form``, ``summary`` and ``takes_argument`` attributes) or as a module that
 registers its factories with :func:`provider` when imported. Nothing here imports torch,
-transformers or llama.cpp.
+transformers or llama.cpp. A backend that has options of its own declares them (an ``options``
+attribute or registration detail: name -> help); they reach its factory as ``extra``
+(``--llm-opt KEY=VALUE``, ``[llm.extra]``), and its ``identity()`` names those that change
+its answers, so they enter the run keys.
 
 A plugin that cannot be loaded is left out of :func:`providers` and listed by
 :func:`broken_providers` with its error; only a spec that names it fails (one
@@ -72,6 +75,12 @@ _BUILTINS = (
 )
 for _name, _form, _summary, _takes in _BUILTINS:
     LLMS.add(_name, f"popcorn.llm.providers:{_name}", _summary, form=_form, takes_argument=_takes)
+LLMS.add(
+    "mock",
+    "popcorn.testing.mockllm:mock",
+    "instant canned scripts, no model (tests, demos)",
+    form="mock:NAME",
+)
 
 
 @dataclass(frozen=True)
@@ -215,7 +224,9 @@ def create_llm(spec: str, options: LLMOptions | None = None) -> LLM:
     factory fails."""
     info, argument = _resolve(spec)
     entry = LLMS.entry(info.name)
-    llm: LLM = build(entry, "LLM", info.factory, argument, options or LLMOptions())
+    options = options or LLMOptions()
+    # The backend's own options: checked against those it declares, passed only when given.
+    llm: LLM = build(entry, "LLM", info.factory, argument, options, extra=options.extra)
     return llm
 
 
@@ -229,13 +240,3 @@ def call_style(spec: str, options: LLMOptions | None = None) -> tuple[bool, bool
     except Exception:
         return False, False
     return bool(llm.concurrent), bool(getattr(llm, "batched", False))
-
-
-def release_models() -> None:
-    """Free the models that in-process backends keep loaded (to make room on a GPU)."""
-    import sys
-
-    for name in ("popcorn.llm.hf", "popcorn.llm.llamacpp"):
-        module = sys.modules.get(name)
-        if module is not None:
-            module.release()

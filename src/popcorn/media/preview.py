@@ -1,4 +1,5 @@
-"""The ``preview`` video backend: a 3-second animatic from the script, no diffusion model.
+"""The ``preview`` generators: a 3-second animatic from the script and its title card as the
+cover, no diffusion model.
 
 Three beats of one second each: the title zooming in, the cover prompt rising into view, and
 the video prompt panning past, over a colour gradient that drifts; a PREVIEW label stays in the
@@ -17,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from popcorn.media.base import Clip, VideoSpec
-from popcorn.media.export import Encoding, write_mp4
+from popcorn.media.base import PREPARE, Clip, Cover, VideoSpec
+from popcorn.media.export import Encoding, write_mp4, write_png
 from popcorn.script import Script
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class PreviewBackend:
 
     name = "preview"
     preview = True
+    capabilities = frozenset({PREPARE})
 
     def default_spec(self) -> VideoSpec:
         return VideoSpec(width=640, height=360, frames=45, fps=15)
@@ -132,6 +134,31 @@ class PreviewBackend:
     ) -> Clip:
         count = write_mp4(self.frames(script, spec), target, spec.fps, encoding)
         return Clip(target, self.name, spec.width, spec.height, count, spec.fps, preview=True)
+
+
+class PreviewCover:
+    """The animatic's title card as the cover."""
+
+    name = "preview"
+    preview = True
+    capabilities = frozenset({PREPARE})
+
+    def settings(self) -> dict[str, object]:
+        return {}
+
+    def prepare(
+        self, script: Script, width: int, height: int, target: Path, seed: int = 42
+    ) -> Callable[[], Cover]:
+        """What draws and writes the card: all CPU work."""
+        return partial(self.render, script, width, height, target, seed)
+
+    def render(
+        self, script: Script, width: int, height: int, target: Path, seed: int = 42
+    ) -> Cover:
+        # The animatic's opening frame is the title card; reuse it rather than draw twice.
+        spec = VideoSpec(width=width, height=height, frames=3, fps=1)
+        write_png(next(PreviewBackend().frames(script, spec)), target)
+        return Cover(target, self.name, width, height, preview=True)
 
 
 def _paste(canvas: Image.Image, layer: Image.Image, x: int, y: int, alpha: float) -> None:

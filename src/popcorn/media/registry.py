@@ -1,15 +1,18 @@
-"""Clip and cover generators by name: the built-ins and plugins, built lazily and kept for the
-process (models load once).
+"""Clip and cover generators by name: the built-ins and plugins, built lazily. A generator is a
+cheap object, built afresh when asked for; its models load through
+:data:`popcorn.residency.MODELS`, once per process and settings.
 
 A clip generator's factory takes keyword arguments ``model`` (a folder or hub id replacing its
-default, or None), ``memory`` (:class:`~popcorn.media.diffusion.MemoryOptions`) and, for
+default, or None), ``memory`` (:class:`~popcorn.media.diffusers.loader.MemoryOptions`) and, for
 AnimateDiff, ``adapter``, and returns a :class:`~popcorn.media.base.VideoBackend`. A cover
 generator's factory takes ``model``, ``memory``, ``side``, ``steps`` and ``guidance`` and returns
-an object with ``name``, ``preview``, ``settings()`` and ``render(script, width, height, target,
-seed)``. Plugins register theirs under the ``popcorn.video`` and ``popcorn.cover`` entry-point
-groups (see :mod:`popcorn.registry` and docs/design/pipeline.md). The built-in diffusion
-presets also take ``presets`` (``study`` or ``popcorn``, from the profile); plugins, which have
-no study settings, are not given it.
+a :class:`~popcorn.media.base.CoverBackend`. Plugins register theirs under the ``popcorn.video``
+and ``popcorn.cover`` entry-point groups (see :mod:`popcorn.registry` and
+docs/design/pipeline.md). The built-in diffusion presets also take ``presets`` (``study`` or
+``popcorn``, from the profile); plugins, which have no study settings, are not given it.
+A generator that declares ``options`` also takes ``extra``, its own options, when any are
+given; one that declares ``honours`` is not given the settings it leaves out (see
+:mod:`popcorn.registry`).
 
 A plugin that does not import, or whose factory raises, fails only where it is asked for (one
 :class:`~popcorn.registry.PluginError` naming it); :func:`listing` shows it as broken.
@@ -24,7 +27,6 @@ from popcorn.registry import PluginError, Registry, brief, build
 
 VIDEO = Registry("video generator", "popcorn.video", also=("none",))
 COVER = Registry("cover generator", "popcorn.cover")
-_loaded: dict[tuple[Any, ...], Any] = {}
 
 
 def _preview_video(**_: Any) -> Any:
@@ -34,27 +36,28 @@ def _preview_video(**_: Any) -> Any:
 
 
 def _preview_cover(**_: Any) -> Any:
-    from popcorn.media.cover import PreviewCover
+    from popcorn.media.preview import PreviewCover
 
     return PreviewCover()
 
 
 def _diffusion_video(name: str, **options: Any) -> Any:
-    from popcorn.media.diffusion import PRESETS, DiffusersVideo
+    from popcorn.media.diffusers.video import DiffusersVideo
+    from popcorn.media.presets import PRESETS
 
     return DiffusersVideo(PRESETS[name], **options)
 
 
 def _diffusion_cover(name: str, **options: Any) -> Any:
-    from popcorn.media.cover import COVER_PRESETS, DiffusersCover
+    from popcorn.media.diffusers.cover import DiffusersCover
+    from popcorn.media.presets import COVER_PRESETS
 
     return DiffusersCover(COVER_PRESETS[name], **options)
 
 
 def _register_builtins() -> None:
     # The preset tables are plain data (no torch or diffusers import).
-    from popcorn.media.cover import COVER_PRESETS
-    from popcorn.media.diffusion import PRESETS
+    from popcorn.media.presets import COVER_PRESETS, PRESETS
 
     VIDEO.add(
         "preview", _preview_video, "animatic of text cards, no model (labelled PREVIEW)", model="-"
@@ -81,8 +84,7 @@ def preset_notes(kind: str, name: str) -> list[str]:
     """What ``popcorn generators`` says under a built-in diffusion preset: the study's settings
     (the ``paper`` profile's) and each of Popcorn's differences with why, or that the study did
     not use the model; [] for the preview and plugins."""
-    from popcorn.media.cover import COVER_PRESETS
-    from popcorn.media.diffusion import PRESETS, Presets
+    from popcorn.media.presets import COVER_PRESETS, PRESETS, Presets
 
     registry = VIDEO if kind == "video" else COVER
     if registry.entry(name).plugin is not None:
@@ -139,12 +141,12 @@ def _model_of(factory: Any) -> str:
 
 
 def video_backend(name: str, **options: Any) -> Any:
-    """The clip generator ``name``, built once per set of options."""
+    """The clip generator ``name``, built with ``options``."""
     return _built(VIDEO, name, options)
 
 
 def cover_backend(name: str, **options: Any) -> Any:
-    """The cover generator ``name``, built once per set of options."""
+    """The cover generator ``name``, built with ``options``."""
     return _built(COVER, name, options)
 
 
@@ -153,7 +155,4 @@ def _built(registry: Registry, name: str, options: dict[str, Any]) -> Any:
     if entry.plugin is not None:
         options = {k: v for k, v in options.items() if k != "presets"}
     factory = entry.load()  # PluginError naming a plugin that does not import
-    key = (registry.group, name, *sorted(options.items()))
-    if key not in _loaded:
-        _loaded[key] = build(entry, registry.kind, factory, **options)
-    return _loaded[key]
+    return build(entry, registry.kind, factory, **options)

@@ -8,8 +8,10 @@ once its files and its manifest are written.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -17,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from popcorn.errors import PopcornError, RunStoreError, UsageError
-from popcorn.media.base import VideoSpec
-from popcorn.media.diffusion import MemoryOptions, Presets
+from popcorn.media.base import CHECK, KEY_SETTINGS, PREPARE, VideoSpec, supports
+from popcorn.media.diffusers.loader import MemoryOptions
 from popcorn.media.export import Encoding, MediaWriter
-from popcorn.media.registry import cover_backend, video_backend
+from popcorn.media.presets import Presets
+from popcorn.media.registry import COVER, VIDEO, cover_backend, video_backend
 from popcorn.runs.keys import job_key, script_sha256
 from popcorn.runs.store import Run, lock_folder
 from popcorn.script import Script
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,56 +60,83 @@ class MediaOptions:
     """The built-in presets' settings: the study's (the paper profile) or Popcorn's."""
     encoding: Encoding = field(default_factory=Encoding)
     """x264's preset and threads for the clip."""
+    video_extra: Mapping[str, Any] = field(default_factory=dict)
+    """The clip generator's own options (those it declares; ``--video-opt KEY=VALUE``)."""
+    cover_extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def honoured(self, part: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """``settings`` (setting name -> value) without those the ``part`` generator does not
+        honour: each one set is warned about once per process, and, left out, stays out of
+        its media key (a setting at its default is dropped silently)."""
+        name = self.video if part == "video" else self.cover
+        if name in (None, "preview"):
+            return settings
+        honours = (VIDEO if part == "video" else COVER).entry(name).honours()
+        if honours is None:
+            return settings
+        for setting, value in settings.items():
+            if setting not in honours and value not in _UNSET:
+                _warn_once(name, setting)
+        return {k: v for k, v in settings.items() if k in honours}
 
     def backend(self) -> Any:
         if self.video in (None, "preview"):
-            return video_backend("preview")
+            # Options for the preview are refused like any generator's undeclared ones.
+            extra = {"extra": self.video_extra} if self.video and self.video_extra else {}
+            return video_backend("preview", **extra)
+        chosen = self.honoured(
+            "video", {"video_model": self.video_model, "motion_adapter": self.motion_adapter}
+        )
         options: dict[str, Any] = {
-            "model": self.video_model,
+            "model": chosen.get("video_model"),
             "memory": self.memory,
             "presets": self.presets,
         }
-        if self.motion_adapter:
-            options["adapter"] = self.motion_adapter
+        if chosen.get("motion_adapter"):
+            options["adapter"] = chosen["motion_adapter"]
+        if self.video_extra:
+            options["extra"] = self.video_extra
         return video_backend(self.video, **options)
 
     def cover_backend(self) -> Any:
         if self.cover in (None, "preview"):
-            return cover_backend("preview")
+            extra = {"extra": self.cover_extra} if self.cover and self.cover_extra else {}
+            return cover_backend("preview", **extra)
+        chosen = self.honoured(
+            "cover",
+            {
+                "cover_model": self.cover_model,
+                "cover_size": self.cover_size,
+                "cover_steps": self.cover_steps,
+                "cover_guidance": self.cover_guidance,
+            },
+        )
+        options: dict[str, Any] = {"extra": self.cover_extra} if self.cover_extra else {}
         return cover_backend(
             self.cover,
-            model=self.cover_model,
+            model=chosen.get("cover_model"),
             memory=self.memory,
-            side=self.cover_size,
-            steps=self.cover_steps,
-            guidance=self.cover_guidance,
+            side=chosen.get("cover_size"),
+            steps=chosen.get("cover_steps"),
+            guidance=chosen.get("cover_guidance"),
             presets=self.presets,
+            **options,
         )
 
     def check(self) -> None:
         """Fail now, before any model runs, on an unknown generator or an invalid size."""
         for backend in (self.cover_backend(), self.backend()):
-            if hasattr(backend, "check"):
+            if supports(backend, CHECK):
                 backend.check()
         self.spec(self.backend())
 
     def spec(self, backend: Any) -> tuple[VideoSpec, list[str]]:
         """The backend's preset with the overrides applied, fitted to what it accepts."""
         preset: VideoSpec = backend.default_spec()
-        spec = preset.portrait() if self.portrait else preset
-        changes = {
-            k: getattr(self, k)
-            for k in (
-                "width",
-                "height",
-                "frames",
-                "fps",
-                "steps",
-                "guidance",
-                "negative_prompt",
-                "seed",
-            )
-        }
+        asked = {_SETTING_OF.get(k, k): getattr(self, k) for k in _SPEC_OVERRIDES}
+        chosen = self.honoured("video", {"portrait": self.portrait, **asked})
+        spec = preset.portrait() if chosen.get("portrait") else preset
+        changes = {k: chosen.get(_SETTING_OF.get(k, k)) for k in _SPEC_OVERRIDES}
         spec = replace(spec, **{k: v for k, v in changes.items() if v is not None})
         spec, warnings = backend.fit(spec)
         for side in ("width", "height"):
@@ -116,6 +148,36 @@ class MediaOptions:
         if not 1 <= spec.fps <= 120:
             raise UsageError(f"--fps must be from 1 to 120, not {spec.fps}")
         return spec, warnings
+
+
+_SPEC_OVERRIDES = (
+    "width",
+    "height",
+    "frames",
+    "fps",
+    "steps",
+    "guidance",
+    "negative_prompt",
+    "seed",
+)
+_SETTING_OF = {"seed": "video_seed"}
+"""A spec field -> the setting that overrides it, where their names differ."""
+_UNSET = (None, False, "auto", "none")
+"""The values every media setting's default takes: a generator is not told off for those."""
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(generator: str, setting: str) -> None:
+    with _warned_lock:
+        if (generator, setting) in _warned:
+            return
+        _warned.add((generator, setting))
+    _log.warning(
+        "%s does not honour the %s setting: it is ignored (and not part of its media key)",
+        generator,
+        setting,
+    )
 
 
 def render(
@@ -208,29 +270,31 @@ class _Plan:
         memory = {"dtype": options.memory.dtype, "quantize": options.memory.quantize}
         keys: dict[str, str] = {}
         if "video" in parts and options.video is not None:
-            keys["video"] = job_key(
-                {
-                    "script": script.to_dict(),
-                    "video": options.video,
-                    "model": getattr(backend, "model", None),
-                    "adapter": getattr(backend, "adapter", None),
-                    "spec": spec.to_dict(),
-                    **memory,
-                    # Under the study's presets, what differs from Popcorn's (else nothing).
-                    **(backend.key_settings() if hasattr(backend, "key_settings") else {}),
-                }
-            )
+            inputs = {
+                "script": script.to_dict(),
+                "video": options.video,
+                "model": getattr(backend, "model", None),
+                "adapter": getattr(backend, "adapter", None),
+                "spec": spec.to_dict(),
+                **options.honoured("video", memory),
+                # Under the study's presets, what differs from Popcorn's (else nothing).
+                **(backend.key_settings() if supports(backend, KEY_SETTINGS) else {}),
+            }
+            if options.video_extra:  # absent when unused, so keys made before options stay
+                inputs["extra"] = dict(options.video_extra)
+            keys["video"] = job_key(inputs)
         if covers is not None:
-            keys["cover"] = job_key(
-                {
-                    "script": script.to_dict(),
-                    "cover": options.cover,
-                    "size": [spec.width, spec.height],
-                    "seed": spec.seed,
-                    **covers.settings(),
-                    **memory,
-                }
-            )
+            inputs = {
+                "script": script.to_dict(),
+                "cover": options.cover,
+                "size": [spec.width, spec.height],
+                "seed": spec.seed,
+                **covers.settings(),
+                **options.honoured("cover", memory),
+            }
+            if options.cover_extra:
+                inputs["extra"] = dict(options.cover_extra)
+            keys["cover"] = job_key(inputs)
         stage: dict[str, Any] = {**_media_stage(run), "warnings": warnings}
         digest = script_sha256(script)
         todo = [
@@ -263,14 +327,14 @@ class _Plan:
         try:
             if "video" in self.todo:
                 target = path / "clip.mp4"
-                if hasattr(backend, "prepare"):
+                if supports(backend, PREPARE):
                     write = backend.prepare(self.script, spec, target, encoding)
                 else:  # a plugin: it writes its file itself, here
                     write = _ready(backend.render(self.script, spec, target))
                 jobs["video"] = writer.submit(write)
             if "cover" in self.todo:
                 size = (self.script, spec.width, spec.height, path / "cover.png")
-                if hasattr(covers, "prepare"):
+                if supports(covers, PREPARE):
                     write = covers.prepare(*size, seed=spec.seed)
                 else:
                     write = _ready(covers.render(*size, seed=spec.seed))
@@ -401,14 +465,16 @@ def render_stage_by_stage(
     """Render many runs one model at a time: every clip, then the clip model is freed, then
     every cover. Returns each run's media record, or the error that stopped it (an encoder's
     too); ``advance`` is called after each run's clip and each run's cover is written. Clip
-    k+1 is made while clip k is encoded; all is written when this returns."""
-    from popcorn.media.diffusion import release
+    k+1 is made while clip k is encoded; all is written when this returns. Each generator is
+    released (:data:`~popcorn.residency.MODELS`, roles ``video`` and ``cover``) once its part
+    of the whole batch is done."""
+    from popcorn.residency import MODELS
 
     stages: dict[Path, dict[str, Any] | PopcornError] = {}
     with MediaWriter() as writer:
         for part in ("video", "cover"):
             _render_each(run_dirs, options, writer, force, (part,), stages, advance)
-            release(part)
+            MODELS.release(part)
     return stages
 
 

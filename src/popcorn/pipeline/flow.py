@@ -10,9 +10,16 @@ them the same way::
     >>> result = pipeline.run("A cat learning to skateboard")
     >>> result.script.script.title, result.media.clip, result.score
 
-Each step takes and returns plain, typed data and records what it did in the run folder, so any
+Each step takes a batch (a list; one item is a convenience that raises instead of returning
+its error) and returns plain, typed data, and records what it did in the run folder, so any
 step can be rerun alone from what the one before saved: :meth:`Pipeline.script` writes the run
-folder, :meth:`Pipeline.render` its cover and clip, :meth:`Pipeline.score` its score.
+folders, :meth:`Pipeline.render` their covers and clips, :meth:`Pipeline.score` their scores.
+``run`` (one query), ``run_many`` and best-of-N are built from these three steps.
+
+A pipeline is cheap: it loads no model itself. Every model is held by
+:data:`~popcorn.residency.MODELS`, shared by all pipelines of the process; the unload policy
+(``settings.media.unload_stages``) is the pipeline's: it lets the LLMs go before a batch of
+renders, and each generator once its part of the batch is done.
 """
 
 from __future__ import annotations
@@ -24,12 +31,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from popcorn.config import PREDICTOR_META, Settings
-from popcorn.errors import PopcornError, UsageError
-from popcorn.generation import BatchReport, GenerateResult, Generator, QueryItem
-from popcorn.progress import logged_load
+from popcorn.config import Settings
+from popcorn.errors import GenerationError, PopcornError, UsageError
+from popcorn.pipeline.results import ManyReport, MediaResult, RunResult, Score, ScriptResult
+from popcorn.predictor.folder import is_trained
+from popcorn.writer.batch import BatchReport
+from popcorn.writer.queries import QueryItem, validate_query
+from popcorn.writer.result import GenerateResult
+from popcorn.writer.writer import Generator
 
 if TYPE_CHECKING:
     from popcorn.llm.base import LLM
@@ -40,113 +51,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ScriptResult = GenerateResult
-"""What :meth:`Pipeline.script` returns: the script, its run folder, whether it was cached."""
-
 StepCallback = Callable[[str, str], None]
 """``on_step(step, state)``: step is script, media or score; state running, done or skipped."""
 
 ScoreWhen = Literal["auto", "always", "never"]
 
-
-@dataclass(frozen=True)
-class MediaResult:
-    """The media stage of one run: what was written (or found already rendered)."""
-
-    run_dir: Path
-    record: dict[str, Any]
-    """The manifest's ``media`` stage, as written."""
-
-    @property
-    def clip(self) -> Path | None:
-        video = self.record.get("video")
-        return None if not video else self.run_dir / video["file"]
-
-    @property
-    def cover(self) -> Path | None:
-        cover = self.record.get("cover")
-        return None if not cover else self.run_dir / cover["file"]
-
-    @property
-    def preview(self) -> bool:
-        return bool((self.record.get("video") or {}).get("preview", False))
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        return tuple(self.record.get("warnings", ()))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields ``generate --json`` prints: file paths and whether each is a preview."""
-        fields: dict[str, Any] = {}
-        for role, key in (("video", "clip"), ("cover", "cover")):
-            if self.record.get(role):
-                fields[key] = str(self.run_dir / self.record[role]["file"])
-                fields[f"{key}_preview"] = self.record[role]["preview"]
-        return fields
-
-
-@dataclass(frozen=True)
-class Score:
-    """The predictor's verdict on one run's clip."""
-
-    score: float
-    """Predicted log2(1 + comments)."""
-    text_only: float | None
-    percentile: float | None
-    """Share of the held-out real videos scoring lower (None without a human reference)."""
-    preview: bool
-    """Scored on a preview animatic: the figure says little about a real clip."""
-    record: dict[str, Any] = field(repr=False)
-    """The manifest's ``score`` stage, as written."""
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Score:
-        return cls(
-            score=float(record["score"]),
-            text_only=record.get("text_only"),
-            percentile=record.get("percentile"),
-            preview=bool(record.get("preview", False)),
-            record=record,
-        )
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One query through every step that ran."""
-
-    script: ScriptResult
-    media: MediaResult | None = None
-    score: Score | None = None
-
-    @property
-    def run_dir(self) -> Path:
-        return self.script.run_dir
-
-    def to_dict(self) -> dict[str, Any]:
-        """One JSON object: the script's fields, the media files, and the score record."""
-        data = self.script.to_dict()
-        if self.media is not None:
-            data.update(self.media.to_dict())
-        if self.score is not None:
-            data["score"] = self.score.record
-        return data
-
-
-@dataclass
-class ManyReport:
-    """What :meth:`Pipeline.run_many` did: each finished run, and every failure with its step."""
-
-    scripts: BatchReport
-    results: list[RunResult] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    """(query, message) for each query that failed at any step; the message names the step."""
-
-
 RunCallback = Callable[[QueryItem, "RunResult | Exception"], None]
 
 
 class Pipeline:
-    """The flow for one set of :class:`Settings`; models load on first use and stay loaded.
+    """The flow for one set of :class:`Settings`. Cheap to build: models load on first use
+    into :data:`~popcorn.residency.MODELS`, shared by every pipeline of the process.
 
     ``pe`` turns prompt enhancement on (its settings are ``settings.pe``); ``score`` says when
     clips are scored: ``auto`` when ``settings.predictor.path`` holds a trained model,
@@ -170,7 +85,7 @@ class Pipeline:
 
     def with_media(self, **changes: Any) -> Pipeline:
         """This pipeline with other ``[media]`` settings (e.g. ``video="ltx"``), sharing its
-        loaded LLM, PE index and predictor."""
+        script stage (the LLM's client and its batcher)."""
         media = self.settings.media
         if all(getattr(media, name) == value for name, value in changes.items()):
             return self
@@ -188,7 +103,8 @@ class Pipeline:
 
     @property
     def generator(self) -> Generator:
-        """The script stage (LLM, decoding, PE); built on first use."""
+        """The script stage (decoding, PE, the LLM's client); built on first use. It loads no
+        model itself: in-process LLMs load through :data:`~popcorn.residency.MODELS`."""
         with self._parts.lock:
             if self._parts.generator is None:
                 self._parts.generator = self._build_generator()
@@ -220,79 +136,164 @@ class Pipeline:
 
     @property
     def predictor(self) -> Predictor | None:
-        """The trained predictor, or None when clips are not scored (see ``score``)."""
-        with self._parts.lock:
-            if not self._parts.predictor_checked:
-                self._parts.predictor = self._load_predictor()
-                self._parts.predictor_checked = True
-            return self._parts.predictor
-
-    def _load_predictor(self) -> Predictor | None:
+        """The trained predictor, or None when clips are not scored (see ``score``); shared
+        by every pipeline of this process (:data:`~popcorn.residency.MODELS`)."""
         folder = self.settings.predictor.path
         if self.score_when == "never":
             return None
         # Checked before importing the predictor (torch): an install without the predictor
         # extra still generates when no predictor is asked for.
-        if self.score_when == "auto" and not (folder / PREDICTOR_META).is_file():
+        if self.score_when == "auto" and not is_trained(folder):
             return None
         from popcorn.predictor.score import Predictor
 
-        with logged_load(f"the predictor in {folder}"):
-            return Predictor.load(folder, device=torch_device(self.settings.predictor.device))
+        return Predictor.shared(folder, device=torch_device(self.settings.predictor.device))
 
     def check(self) -> None:
         """Fail now, before any model runs, on an unknown generator or invalid media settings."""
         self.media_options.check()
 
-    # --- steps ----------------------------------------------------------------------------
+    # --- steps: each takes a batch (a list) or, for convenience, one item -------------------
+
+    @overload
+    def script(
+        self, queries: str, *, force: bool = ..., tags: dict[str, str] | None = ...
+    ) -> ScriptResult: ...
+
+    @overload
+    def script(
+        self,
+        queries: list[str] | list[QueryItem] | list[str | QueryItem],
+        *,
+        force: bool = ...,
+        concurrency: int | None = ...,
+    ) -> list[ScriptResult | PopcornError]: ...
 
     def script(
-        self, query: str, *, force: bool = False, tags: dict[str, str] | None = None
-    ) -> ScriptResult:
-        """Write the script for ``query`` (or return the one already made with these settings)."""
-        started = time.perf_counter()
-        result = self.generator.generate(query, force=force, tags=tags)
-        how = "found (cached)" if result.cached else "written"
-        log.info("script %s in %.2f s: %s", how, _since(started), result.run_dir.name)
-        return result
+        self,
+        queries: str | list[str] | list[QueryItem] | list[str | QueryItem],
+        *,
+        force: bool = False,
+        tags: dict[str, str] | None = None,
+        concurrency: int | None = None,
+    ) -> ScriptResult | list[ScriptResult | PopcornError]:
+        """Write the script of each query (a run store hit is returned without calling the
+        LLM). A list gives one outcome per query, in order, a failure as its error (up to
+        ``concurrency`` at once for backends that take several calls); one query gives its
+        result, or raises."""
+        if isinstance(queries, str):
+            started = time.perf_counter()
+            result = self.generator.generate(queries, force=force, tags=tags)
+            how = "found (cached)" if result.cached else "written"
+            log.info("script %s in %.2f s: %s", how, _since(started), result.run_dir.name)
+            return result
+        items = [q if isinstance(q, QueryItem) else QueryItem(q) for q in queries]
+        found: dict[str, ScriptResult | Exception] = {}
+        report = self._scripts(
+            items, concurrency, force, lambda item, outcome: found.setdefault(item.query, outcome)
+        )
+        return [_script_outcome(item, found, report) for item in items]
 
-    def render(self, run: Path | str | Run, *, force: bool = False) -> MediaResult:
-        """Render ``run``'s cover and clip with ``settings.media``; cached by their own keys."""
-        from popcorn.media.render import render, render_stage_by_stage
-        from popcorn.runs.store import Run
+    def _scripts(
+        self,
+        items: list[QueryItem],
+        concurrency: int | None,
+        force: bool,
+        on_result: Callable[[QueryItem, ScriptResult | Exception], Any],
+    ) -> BatchReport:
+        return self.generator.batch(
+            items,
+            concurrency=concurrency or self.settings.run.concurrency,
+            force=force,
+            on_result=on_result,
+        )
 
-        path = run.path if isinstance(run, Run) else Path(run)
+    @overload
+    def render(self, runs: Path | str | Run, *, force: bool = ...) -> MediaResult: ...
+
+    @overload
+    def render(
+        self,
+        runs: list[Path] | list[str] | list[Run] | list[Path | str | Run],
+        *,
+        force: bool = ...,
+    ) -> list[MediaResult | PopcornError]: ...
+
+    def render(
+        self,
+        runs: Path | str | Run | list[Path] | list[str] | list[Run] | list[Path | str | Run],
+        *,
+        force: bool = False,
+    ) -> MediaResult | list[MediaResult | PopcornError]:
+        """Render each run's cover and clip with ``settings.media`` (cached by their own keys).
+
+        The whole list is one batch: with ``settings.media.unload_stages`` the LLMs are let go
+        before it, every clip is made, the clip model let go, then every cover, so each model
+        is loaded once per batch; otherwise every model stays loaded and clip k+1 is made
+        while clip k is encoded. A list gives one outcome per run, in order, a failure as its
+        error; one run gives its result, or raises."""
+        if not isinstance(runs, list):
+            return _raised(self.render([_path(runs)], force=force)[0])
+        from popcorn.media.render import render_many, render_stage_by_stage
+        from popcorn.residency import MODELS
+
+        paths = [_path(run) for run in runs]
         options = self.media_options
         started = time.perf_counter()
-        if not options.memory.unload:
-            record = render(path, options, force=force)
-            log.info("media %s in %.2f s: %s", _how(record), _since(started), path.name)
-            return MediaResult(path, record)
-        from popcorn.llm.registry import release_models
+        if options.memory.unload:
+            MODELS.release("llm")
+            records = render_stage_by_stage(paths, options, force=force)
+        else:
+            records = render_many(paths, options, force=force)
+        outcomes: list[MediaResult | PopcornError] = []
+        for path in paths:
+            record = records[path]
+            if isinstance(record, PopcornError):
+                outcomes.append(record)
+            else:
+                outcomes.append(MediaResult(path, record))
+                log.info("media %s: %s", _how(record), path.name)
+        log.info("media of %d run(s) in %.2f s", len(paths), _since(started))
+        return outcomes
 
-        release_models()
-        outcome = render_stage_by_stage([path], options, force=force)[path]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return MediaResult(path, outcome)
+    @overload
+    def score(self, runs: Path | str | Run) -> Score | None: ...
 
-    def score(self, run: Path | str | Run) -> Score | None:
-        """Score ``run``'s clip; None when there is no predictor (see ``score``) or no clip."""
+    @overload
+    def score(
+        self, runs: list[Path] | list[str] | list[Run] | list[Path | str | Run]
+    ) -> list[Score | PopcornError | None]: ...
+
+    def score(
+        self, runs: Path | str | Run | list[Path] | list[str] | list[Run] | list[Path | str | Run]
+    ) -> Score | list[Score | PopcornError | None] | None:
+        """Score each run's clip with the predictor; None for a run without a clip, or for
+        every run when there is no predictor (see ``score``). A list gives one outcome per
+        run, in order, a failure as its error; one run gives its score, or raises."""
+        if not isinstance(runs, list):
+            return _raised(self.score([_path(runs)])[0])
         from popcorn.runs.store import Run
 
-        path = run.path if isinstance(run, Run) else Path(run)
-        predictor = self.predictor
+        paths = [_path(run) for run in runs]
+        predictor = self.predictor  # a missing predictor fails the batch, not each run
         if predictor is None:
-            return None
-        loaded = Run.load(path)
-        if not loaded.manifest.files.get("clip"):
-            return None
+            return [None for _ in paths]
         from popcorn.predictor.score import score_run
 
-        started = time.perf_counter()
-        found = Score.from_record(score_run(path, predictor))
-        log.info("score %.3f in %.2f s: %s", found.score, _since(started), path.name)
-        return found
+        outcomes: list[Score | PopcornError | None] = []
+        for path in paths:
+            started = time.perf_counter()
+            try:
+                if not Run.load(path).manifest.files.get("clip"):
+                    outcomes.append(None)
+                    continue
+                found = Score.from_record(score_run(path, predictor))
+            except PopcornError as error:
+                outcomes.append(error)
+                continue
+            log.info("score %.3f in %.2f s: %s", found.score, _since(started), path.name)
+            outcomes.append(found)
+        return outcomes
 
     def run(
         self,
@@ -335,16 +336,14 @@ class Pipeline:
         on_result: RunCallback | None = None,
     ) -> ManyReport:
         """Every step for many queries. Scripts run up to ``concurrency`` at once (API
-        backends); media render one at a time as scripts finish, or, ``staged``, after all
-        scripts, one model at a time (the default when ``settings.media.unload_stages``).
-        A failure at any step is recorded and the rest go on; ``on_result`` sees each query's
-        :class:`RunResult` or exception as it ends."""
-        from popcorn.media.render import render_stage_by_stage
-
+        backends); media render one run at a time as scripts finish, or, ``staged``, as one
+        batch after all scripts (see :meth:`render`; the default when
+        ``settings.media.unload_stages``), then the batch is scored. A failure at any step is
+        recorded and the rest go on; ``on_result`` sees each query's :class:`RunResult` or
+        exception as it ends."""
         options = self.media_options
         staged = options.memory.unload if staged is None else staged
         rendering = options.video is not None or options.cover is not None
-        concurrency = concurrency or self.settings.run.concurrency
         finished: list[RunResult] = []
         failures: list[tuple[str, str]] = []
         waiting: list[tuple[QueryItem, ScriptResult]] = []
@@ -360,45 +359,48 @@ class Pipeline:
                 settle(item, outcome)
             elif staged and rendering:
                 waiting.append((item, outcome))
+            elif not rendering:
+                settle(item, RunResult(outcome))
             else:
-                media = None
-                if rendering:
-                    try:
-                        media = self.render(outcome.run_dir, force=force)
-                    except PopcornError as error:
-                        failures.append((outcome.query, f"media: {error}"))
-                        settle(item, error)
-                        return
-                settle(item, self._scored(outcome, media, failures))
+                self._finish([(item, outcome)], force, failures, settle)
 
-        report = self.generator.batch(
-            items, concurrency=concurrency, force=force, on_result=after_script
-        )
+        report = self._scripts(list(items), concurrency, force, after_script)
         if waiting:
-            from popcorn.llm.registry import release_models
-
-            release_models()
-            stages = render_stage_by_stage([r.run_dir for _, r in waiting], options, force=force)
-            for item, outcome in waiting:
-                record = stages[outcome.run_dir]
-                if isinstance(record, PopcornError):
-                    failures.append((outcome.query, f"media: {record}"))
-                    settle(item, record)
-                else:
-                    media = MediaResult(outcome.run_dir, record)
-                    settle(item, self._scored(outcome, media, failures))
+            self._finish(waiting, force, failures, settle)
         return ManyReport(report, finished, [*report.failures, *failures])
 
-    def _scored(
-        self, script: ScriptResult, media: MediaResult | None, failures: list[tuple[str, str]]
-    ) -> RunResult:
-        if media is None or media.clip is None or self.predictor is None:
-            return RunResult(script, media)
-        try:
-            return RunResult(script, media, self.score(script.run_dir))
-        except PopcornError as error:
-            failures.append((script.query, f"score: {error}"))
-            return RunResult(script, media)
+    def _finish(
+        self,
+        scripts: list[tuple[QueryItem, ScriptResult]],
+        force: bool,
+        failures: list[tuple[str, str]],
+        settle: Callable[[QueryItem, RunResult | Exception], None],
+    ) -> None:
+        """Render ``scripts`` as one batch, score the clips as another, and settle each."""
+        media = self.render([s.run_dir for _, s in scripts], force=force)
+        clips = [m.run_dir for m in media if isinstance(m, MediaResult) and m.clip is not None]
+        scores: dict[Path, Score | PopcornError | None] = {}
+        if clips and self.predictor is not None:
+            scores = dict(zip(clips, self.score(clips), strict=True))
+        for (item, script), rendered in zip(scripts, media, strict=True):
+            if isinstance(rendered, PopcornError):
+                failures.append((script.query, f"media: {rendered}"))
+                settle(item, rendered)
+                continue
+            score = scores.get(script.run_dir)
+            if isinstance(score, PopcornError):
+                failures.append((script.query, f"score: {score}"))
+                score = None
+            settle(item, RunResult(script, rendered, score))
+
+    def with_seed(self, seed: int) -> Pipeline:
+        """This pipeline with another decoding seed, whose scripts are runs of their own (the
+        loaded models are shared through :data:`~popcorn.residency.MODELS`)."""
+        if self.settings.decoding.seed == seed:
+            return self
+        decoding = self.settings.decoding.model_copy(update={"seed": seed})
+        settings = self.settings.model_copy(update={"decoding": decoding})
+        return Pipeline(settings, pe=self.pe, score=self.score_when, llm=self._llm)
 
     def best_of(
         self,
@@ -414,24 +416,47 @@ class Pipeline:
         :mod:`popcorn.pipeline.bestof`)."""
         from popcorn.pipeline.bestof import best_of
 
-        predictor = self.predictor
-        if predictor is None:
-            raise UsageError(
-                "best-of-N ranks candidates with a trained predictor: give --predictor DIR"
-            )
-        return best_of(
-            self.generator, query, k, min(top, k), predictor, self.media_options, force, on_step
-        )
+        return best_of(self, query, k, min(top, k), force=force, on_step=on_step)
 
 
 @dataclass
 class _Parts:
-    """What a pipeline loads once, shared by the copies :meth:`Pipeline.with_media` makes."""
+    """What a pipeline builds once, shared by the copies :meth:`Pipeline.with_media` makes."""
 
     generator: Generator | None = None
-    predictor: Predictor | None = None
-    predictor_checked: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _script_outcome(
+    item: QueryItem, found: dict[str, ScriptResult | Exception], report: BatchReport
+) -> ScriptResult | PopcornError:
+    """The outcome of ``item`` in a script batch: refused, written (or found), failed, or not
+    reached because the batch stopped."""
+    try:
+        query = validate_query(item.query)
+    except UsageError as error:
+        return error
+    outcome = found.get(query)
+    if isinstance(outcome, GenerateResult | PopcornError):
+        return outcome
+    if outcome is not None:
+        raise outcome  # not one of ours: a bug, not a failed query
+    return GenerationError(f"no script for {query!r}: the batch stopped ({report.stopped})")
+
+
+def _path(run: Path | str | Run) -> Path:
+    from popcorn.runs.store import Run
+
+    return run.path if isinstance(run, Run) else Path(run)
+
+
+R = TypeVar("R")
+
+
+def _raised(outcome: R | PopcornError) -> R:
+    if isinstance(outcome, PopcornError):
+        raise outcome
+    return outcome
 
 
 def torch_device(device: str) -> str:

@@ -10,21 +10,18 @@ generation settings, as MMRA called ``generate`` (BLIP: at most 20 tokens), unle
 
 from __future__ import annotations
 
-import threading
 import warnings
 from typing import Any
 
 import numpy as np
 
 from popcorn.predictor.encoders import _load_error, _resolve, _transformers, fingerprint
+from popcorn.residency import MODELS
 
 BLIP = "Salesforce/blip-image-captioning-base"
 """MMRA loads "BLIP" from a local folder without naming the checkpoint; this is the base
 captioning model transformers documents for ``BlipForConditionalGeneration``."""
 CAPTIONER_ALIASES = {"blip": BLIP, "blip-large": "Salesforce/blip-image-captioning-large"}
-
-_loaded: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
-_lock = threading.Lock()
 
 
 def video_caption(captions: list[str]) -> str:
@@ -44,23 +41,22 @@ class Captioner:
         self.max_new_tokens = max_new_tokens
 
     def _load(self) -> tuple[Any, Any, Any]:
-        key = (self.source, self.device)
-        with _lock:
-            if key not in _loaded:
-                transformers = _transformers("Frame captioning")
-                try:
-                    config = transformers.AutoConfig.from_pretrained(self.source)
-                    images = transformers.AutoImageProcessor.from_pretrained(self.source)
-                    tokenizer = transformers.AutoTokenizer.from_pretrained(self.source)
-                    if config.model_type == "vision-encoder-decoder":
-                        loader = transformers.VisionEncoderDecoderModel
-                    else:
-                        loader = transformers.AutoModelForImageTextToText
-                    model = loader.from_pretrained(self.source)
-                except (OSError, ValueError) as err:
-                    raise _load_error("captioner", self.name, err) from None
-                _loaded[key] = (images, tokenizer, model.to(self.device).eval())
-            return _loaded[key]
+        return MODELS.get("captioner", (self.source, self.device), self._read)
+
+    def _read(self) -> tuple[Any, Any, Any]:
+        transformers = _transformers("Frame captioning")
+        try:
+            config = transformers.AutoConfig.from_pretrained(self.source)
+            images = transformers.AutoImageProcessor.from_pretrained(self.source)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(self.source)
+            if config.model_type == "vision-encoder-decoder":
+                loader = transformers.VisionEncoderDecoderModel
+            else:
+                loader = transformers.AutoModelForImageTextToText
+            model = loader.from_pretrained(self.source)
+        except (OSError, ValueError) as err:
+            raise _load_error("captioner", self.name, err) from None
+        return images, tokenizer, model.to(self.device).eval()
 
     def identity(self) -> dict[str, Any]:
         return {

@@ -12,7 +12,6 @@ once per process and run without gradients.
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 from popcorn.errors import MissingDependencyError, ProviderError, UsageError
 from popcorn.registry import Registry
+from popcorn.residency import MODELS
 
 DEFAULT_VISUAL = "vit"
 VISUAL_ALIASES = {
@@ -36,10 +36,6 @@ UAE_PROMPT = "Represent this sentence for searching relevant passages: {text}"
 TEXT_ALIASES = {"angle-bert": ANGLE_BERT, "uae-large": UAE_LARGE}
 Pooling = Literal["cls", "cls_avg", "mean"]
 POOLINGS: tuple[Pooling, ...] = ("cls", "cls_avg", "mean")
-
-_loaded: dict[tuple[str, str], tuple[Any, Any, str]] = {}
-_text_loaded: dict[tuple[str, str], tuple[Any, Any]] = {}
-_lock = threading.Lock()
 
 
 def _resolve(name: str, what: str = "visual encoder", aliases: dict[str, str] | None = None) -> str:
@@ -88,27 +84,24 @@ class VisualEncoder:
         self.device = device or "cpu"
 
     def _load(self) -> tuple[Any, Any, str]:
-        key = (self.source, self.device)
-        with _lock:
-            if key not in _loaded:
-                transformers = _transformers("Frame encoding")
-                try:
-                    config = transformers.AutoConfig.from_pretrained(self.source)
-                    processor = transformers.AutoImageProcessor.from_pretrained(self.source)
-                    # A whole CLIP checkpoint or its image tower saved alone.
-                    if config.model_type in ("clip", "clip_vision_model"):
-                        kind = "clip"
-                        model = transformers.CLIPVisionModelWithProjection.from_pretrained(
-                            self.source
-                        )
-                    else:  # ViT and its kin: the CLS token; ViT's pooler is not needed
-                        kind = "cls"
-                        extra = {"add_pooling_layer": False} if config.model_type == "vit" else {}
-                        model = transformers.AutoModel.from_pretrained(self.source, **extra)
-                except (OSError, ValueError) as err:
-                    raise _load_error("visual encoder", self.name, err) from None
-                _loaded[key] = (processor, model.to(self.device).eval(), kind)
-            return _loaded[key]
+        return MODELS.get("encoder", ("visual", self.source, self.device), self._read)
+
+    def _read(self) -> tuple[Any, Any, str]:
+        transformers = _transformers("Frame encoding")
+        try:
+            config = transformers.AutoConfig.from_pretrained(self.source)
+            processor = transformers.AutoImageProcessor.from_pretrained(self.source)
+            # A whole CLIP checkpoint or its image tower saved alone.
+            if config.model_type in ("clip", "clip_vision_model"):
+                kind = "clip"
+                model = transformers.CLIPVisionModelWithProjection.from_pretrained(self.source)
+            else:  # ViT and its kin: the CLS token; ViT's pooler is not needed
+                kind = "cls"
+                extra = {"add_pooling_layer": False} if config.model_type == "vit" else {}
+                model = transformers.AutoModel.from_pretrained(self.source, **extra)
+        except (OSError, ValueError) as err:
+            raise _load_error("visual encoder", self.name, err) from None
+        return processor, model.to(self.device).eval(), kind
 
     @property
     def dim(self) -> int:
@@ -189,20 +182,19 @@ class TextEncoder:
         self.max_length = max_length
 
     def _load(self) -> tuple[Any, Any]:
-        key = (self.source, self.device)
-        with _lock:
-            if key not in _text_loaded:
-                transformers = _transformers("The paper profile's text features")
-                try:
-                    config = transformers.AutoConfig.from_pretrained(self.source)
-                    tokenizer = transformers.AutoTokenizer.from_pretrained(self.source)
-                    # BERT's pooler is not used by any pooling here.
-                    extra = {"add_pooling_layer": False} if config.model_type == "bert" else {}
-                    model = transformers.AutoModel.from_pretrained(self.source, **extra)
-                except (OSError, ValueError) as err:
-                    raise _load_error("text encoder", self.name, err) from None
-                _text_loaded[key] = (tokenizer, model.to(self.device).eval())
-            return _text_loaded[key]
+        return MODELS.get("encoder", ("text", self.source, self.device), self._read)
+
+    def _read(self) -> tuple[Any, Any]:
+        transformers = _transformers("The paper profile's text features")
+        try:
+            config = transformers.AutoConfig.from_pretrained(self.source)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(self.source)
+            # BERT's pooler is not used by any pooling here.
+            extra = {"add_pooling_layer": False} if config.model_type == "bert" else {}
+            model = transformers.AutoModel.from_pretrained(self.source, **extra)
+        except (OSError, ValueError) as err:
+            raise _load_error("text encoder", self.name, err) from None
+        return tokenizer, model.to(self.device).eval()
 
     @property
     def dim(self) -> int:

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from popcorn import __version__
 from popcorn._io import atomic_write_bytes, atomic_write_json, read_json
+from popcorn._version import __version__
 from popcorn.errors import UsageError
-from popcorn.predictor.frames import FRAMES, VideoError, sample_frames
+from popcorn.predictor.frames import FRAMES, SAMPLING_OF, Sampling, VideoError, sample_frames
 
 if TYPE_CHECKING:
     from popcorn.predictor.captions import Captioner
@@ -232,13 +232,17 @@ class FrameFeatures:
         frames: int,
         cache: Path | None,
         captioner: Captioner | None = None,
+        sampling: Sampling = "round",
     ) -> None:
         self.visual, self.frames, self.captioner = visual, frames, captioner
+        self.sampling = sampling
         self.cache = self.captions = None
         if cache is not None:
-            self.cache = cache / f"frames-{visual.identity()['fingerprint']}-{frames}"
+            # Other frames, other features: the cache of one sampling never answers the other.
+            taken = f"{frames}" if sampling == "round" else f"{frames}-{sampling}"
+            self.cache = cache / f"frames-{visual.identity()['fingerprint']}-{taken}"
             if captioner is not None:
-                self.captions = cache / f"captions-{captioner.tag()}-{frames}"
+                self.captions = cache / f"captions-{captioner.tag()}-{taken}"
 
     def __call__(self, path: Path) -> tuple[np.ndarray, bool]:
         """(F x Dv features, whether they came from the cache); raises VideoError."""
@@ -255,7 +259,7 @@ class FrameFeatures:
         captions = _read_captions(caption_file, self.frames)
         if vectors is not None and (captions is not None or self.captioner is None):
             return vectors, captions, True
-        pixels = sample_frames(path, self.frames)
+        pixels = sample_frames(path, self.frames, self.sampling)
         if vectors is None:
             vectors = self.visual.encode(pixels)
             if vector_file is not None:
@@ -316,7 +320,8 @@ def extract(
     corpus = Corpus.load(corpus_folder)
     started = time.perf_counter()
     report = ExtractReport(videos=len(corpus.videos))
-    encode = FrameFeatures(visual, frames, out / "cache", captioner)
+    sampling = SAMPLING_OF[recipe]
+    encode = FrameFeatures(visual, frames, out / "cache", captioner, sampling)
     kept, vectors, descriptions = [], [], []
     for done, video in enumerate(corpus.videos, 1):
         path = find_video(videos, video.video_id)
@@ -360,6 +365,7 @@ def extract(
             "recipe": recipe,
             "corpus_version": corpus.version,
             "frames": frames,
+            "frame_sampling": sampling,
             "visual": visual.identity(),
             "text": text.identity(),
             "retrieval": retrieval.identity(),

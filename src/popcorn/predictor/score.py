@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from popcorn._io import atomic_write_json, read_json
-from popcorn.config import PREDICTOR_META
 from popcorn.errors import UsageError
 from popcorn.predictor.features import FeatureSet, Target, retrieval_text
+from popcorn.predictor.folder import KIND, META_FILE, SCHEMA_VERSION, PredictorFolder
 from popcorn.predictor.frames import sample_frames
 from popcorn.predictor.model import MMRA, ModelConfig
 from popcorn.predictor.textonly import TextOnly
-from popcorn.predictor.train import KIND, SCHEMA_VERSION, Batches, predict
+from popcorn.predictor.train import Batches, predict
 
 if TYPE_CHECKING:
     from popcorn.predictor.captions import Captioner
@@ -81,15 +81,9 @@ class Predictor:
         from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
-        folder = Path(folder)
-        meta_file = folder / PREDICTOR_META
-        if not meta_file.is_file():
-            raise UsageError(
-                f"no trained predictor in {str(folder)!r}: run 'popcorn predictor features' "
-                "and 'popcorn predictor train' (or pass --predictor DIR)"
-            )
-        meta = read_json(meta_file)
-        if meta.get("kind") != KIND or meta.get("schema_version") != SCHEMA_VERSION:
+        record = PredictorFolder.read(folder)
+        folder, meta, meta_file = record.path, dict(record.meta), record.path / META_FILE
+        if not record.is_current_format:
             raise UsageError(
                 f"{str(meta_file)!r} is a {meta.get('kind')!r} predictor of format "
                 f"{meta.get('schema_version')!r}; this popcorn reads {KIND!r} format "
@@ -116,6 +110,27 @@ class Predictor:
             raise UsageError(f"{str(weights)!r} does not fit its config: {first}") from None
         bank = FeatureSet.load(folder, "bank")
         return cls(folder, model.to(device).eval(), meta, bank, TextOnly.load(folder), device)
+
+    @classmethod
+    def shared(cls, folder: Path | str, device: str = "cpu") -> Predictor:
+        """The predictor in ``folder``, loaded once per process and device (role ``predictor``
+        of :data:`~popcorn.residency.MODELS`) and loaded again once it is trained anew."""
+        import os
+
+        from popcorn.residency import MODELS
+
+        where = os.path.realpath(folder)
+        try:
+            info = os.stat(Path(where) / META_FILE)
+            stamp: tuple[int, int] | None = (info.st_ino, info.st_mtime_ns)
+        except OSError:
+            stamp = None  # load() says what is missing
+        return MODELS.get(
+            "predictor",
+            (where, stamp, device),
+            lambda: cls.load(folder, device),
+            what=f"the predictor in {folder}",
+        )
 
     def identity(self) -> dict[str, Any]:
         """What a score records about the predictor that gave it."""
@@ -180,7 +195,7 @@ class Predictor:
         if not title.strip():
             raise UsageError("a title is needed to score a video")
         enc = self.encoders()
-        pixels = sample_frames(path, self.meta["frames"])
+        pixels = sample_frames(path, self.meta["frames"], self.meta.get("frame_sampling", "round"))
         frames = enc.visual.encode(pixels)[None]
         if enc.captioner is not None:
             caption = video_caption(enc.captioner.caption(pixels))

@@ -35,17 +35,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from popcorn import __version__
 from popcorn._io import atomic_write_bytes, atomic_write_json
-from popcorn.config import PREDICTOR_META
+from popcorn._version import __version__
 from popcorn.errors import UsageError
 from popcorn.predictor.features import PROFILE_OF, RECIPE_NAMES, FeatureSet, RecipeName, Target
+from popcorn.predictor.folder import KIND, META_FILE, SCHEMA_VERSION, split_sha256
 from popcorn.predictor.metrics import mae_plus_nmse, regression_metrics
 from popcorn.predictor.model import MMRA, ModelConfig
+from popcorn.predictor.pinned import PinnedIds, pinned_split
 from popcorn.predictor.textonly import TextOnly
 
-SCHEMA_VERSION = 2
-KIND = "mmra"
 MMRA_SPLIT_SEEDS = (9, 18)
 
 Selection = Literal["mse", "mae+nmse"]
@@ -331,14 +330,27 @@ def train(
     out: Path,
     settings: TrainSettings,
     on_epoch: Callable[[Epoch], None] | None = None,
+    pinned: PinnedIds | None = None,
 ) -> dict[str, Any]:
-    """Train on ``features`` and write the predictor folder ``out``; returns its metadata."""
+    """Train on ``features`` and write the predictor folder ``out``; returns its metadata.
+    ``pinned`` fixes the split by ids (:mod:`popcorn.predictor.pinned`) instead of drawing it."""
     import torch
 
     started = time.perf_counter()
     check_recipe(features, settings)
     data, left_out = labelled(features, settings.target)
-    parts = make_split(len(data), settings)
+    split_source: dict[str, Any] = {"kind": settings.split}
+    if pinned is None:
+        parts = make_split(len(data), settings)
+    else:
+        found = pinned_split(data.ids, pinned)
+        parts = found.rows
+        split_source = {
+            "kind": pinned.kind,
+            "file": pinned.source,
+            "missing": found.missing,
+            "unassigned": found.unassigned,
+        }
     train_set, val_set = data.subset(parts["train"]), data.subset(parts["val"])
     n_train = len(train_set)
     if settings.bank == "train+val":
@@ -402,6 +414,7 @@ def train(
         )
     model.load_state_dict(best_state)
 
+    split_ids = {name: [data.ids[i] for i in parts[name]] for name in ("train", "val", "test")}
     text_only = TextOnly.fit(train_set.text, train_y, val_set.text, val_y, features.meta["text"])
     seconds = time.perf_counter() - started
     meta = {
@@ -413,13 +426,17 @@ def train(
         "model": config.to_dict(),
         "settings": asdict(settings),
         "frames": features.meta["frames"],
+        # Features from before samplings were named took the rounded indices.
+        "frame_sampling": features.meta.get("frame_sampling", "round"),
         "visual": features.meta["visual"],
         "text": features.meta["text"],
         "retrieval": features.meta.get("retrieval", features.meta["text"]),
         "captioner": features.meta.get("captioner"),
         "features_sha256": features.meta.get("sha256"),
         "excluded": {"zero_comments": left_out},
-        "split": {name: [data.ids[i] for i in parts[name]] for name in ("train", "val", "test")},
+        "split": split_ids,
+        "split_sha256": split_sha256(split_ids),
+        "split_source": split_source,
         "bank": ["train", "val"] if settings.bank == "train+val" else ["train"],
         "train_mean": mean,
         "best_epoch": stopper.best_epoch,
@@ -447,4 +464,4 @@ def save(
     text_only.save(out)
     meta["weights_sha256"] = hashlib.sha256(weights).hexdigest()
     meta["trained_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    atomic_write_json(out / PREDICTOR_META, meta)
+    atomic_write_json(out / META_FILE, meta)

@@ -8,7 +8,6 @@ other name is a sentence-transformers hub id or a local folder.
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, distribution
 from importlib.util import find_spec
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from popcorn.errors import MissingDependencyError, ProviderError, UsageError
+from popcorn.residency import MODELS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,8 +26,6 @@ _HUB_ALIASES = {
     "all-minilm-l12-v2": "sentence-transformers/all-MiniLM-L12-v2",
     "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
 }
-_loaded: dict[str, Any] = {}
-_lock = threading.Lock()
 
 
 def packaged_minilm() -> Path:
@@ -66,22 +64,23 @@ class Embedder:
 
     @property
     def model(self) -> Any:
-        with _lock:
-            if self.source not in _loaded:
-                from sentence_transformers import SentenceTransformer
+        # Keyed by source alone: one copy per process, on the device of whoever asked first.
+        return MODELS.get("embedder", self.source, self._load)
 
-                from popcorn.progress import quiet_transformers
+    def _load(self) -> Any:
+        from sentence_transformers import SentenceTransformer
 
-                quiet_transformers()  # our own bars are the ones users see; downloads keep theirs
-                try:
-                    _loaded[self.source] = SentenceTransformer(self.source, device=self.device)
-                except (OSError, ValueError) as err:
-                    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                    raise ProviderError(
-                        f"cannot load embedder {self.name!r}: {first} (offline? use the default "
-                        f"'{DEFAULT_EMBEDDER}' or a local folder)"
-                    ) from None
-            return _loaded[self.source]
+        from popcorn.progress import quiet_transformers
+
+        quiet_transformers()  # our own bars are the ones users see; downloads keep theirs
+        try:
+            return SentenceTransformer(self.source, device=self.device)
+        except (OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ProviderError(
+                f"cannot load embedder {self.name!r}: {first} (offline? use the default "
+                f"'{DEFAULT_EMBEDDER}' or a local folder)"
+            ) from None
 
     @property
     def dim(self) -> int:

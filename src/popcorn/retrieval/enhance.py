@@ -16,16 +16,16 @@ pool's ids for a check against a predictor's bank.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from popcorn.errors import ScriptParseError, UsageError
+from popcorn.predictor.folder import META_FILE, PredictorFolder, is_trained
 from popcorn.profiles import POPCORN
+from popcorn.residency import MODELS
 from popcorn.retrieval.corpus import DEFAULT_CORPUS_DIR, Corpus
 from popcorn.retrieval.search import (
     ROUTINGS,
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 
 PoolKind = Literal["test-split", "corpus"]
 POOL_KINDS: tuple[PoolKind, ...] = ("test-split", "corpus")
-MAX_PREDICTOR_META_BYTES = 256 * 2**20
-"""predictor.json holds the split's ids (a few MB for MicroLens); far above that is damage."""
 
 
 @dataclass(frozen=True)
@@ -111,30 +109,13 @@ def predictor_test_split(predictor: Path | None) -> frozenset[str]:
     )
     if predictor is None:
         raise UsageError(f"the test-split reference pool needs a predictor folder: {fix}")
-    meta_file = Path(predictor) / "predictor.json"
-    where = one_line(str(predictor))
-    if not meta_file.is_file():
+    if not is_trained(predictor):
+        where = one_line(str(predictor))
         raise UsageError(
             f"the test-split reference pool needs the predictor's split, but {where!r} holds "
-            f"no trained predictor (predictor.json): {fix}"
+            f"no trained predictor ({META_FILE}): {fix}"
         )
-    damaged = UsageError(
-        f"{one_line(str(meta_file))!r} holds no readable split (train, val, test id lists): "
-        "train the predictor again"
-    )
-    try:
-        if meta_file.stat().st_size > MAX_PREDICTOR_META_BYTES:
-            raise damaged
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise damaged from None
-    split = meta.get("split") if isinstance(meta, dict) else None
-    if not isinstance(split, dict) or not all(
-        isinstance(split.get(part), list) and all(isinstance(i, str) for i in split[part])
-        for part in ("train", "val", "test")
-    ):
-        raise damaged
-    return frozenset(split["test"]) - frozenset(split["train"]) - frozenset(split["val"])
+    return PredictorFolder.read(predictor).split.held_out
 
 
 def allowed_ids(settings: PESettings) -> frozenset[str] | None:
@@ -160,8 +141,9 @@ def reference_pool_ids(settings: Settings) -> set[str]:
 MAX_LOADED_CORPORA = 4
 """Corpora kept loaded per process, most recently used first; older ones are let go."""
 
-_loaded: OrderedDict[str, tuple[tuple[object, ...], Retriever]] = OrderedDict()
-_loaded_lock = threading.Lock()
+_stamps: dict[str, tuple[object, ...]] = {}
+"""The stamp of each corpus whose retriever is held, to let a stale one go."""
+_stamps_lock = threading.Lock()
 _STAMPED = (
     "corpus.json",
     "videos.jsonl",
@@ -191,15 +173,18 @@ def shared_retriever(corpus: Path | str, embedder: str | None = None) -> Retriev
     from popcorn.retrieval.index import check_embedder, load_index
 
     key = os.path.realpath(corpus)
-    with _loaded_lock:  # one load at a time: two callers of a new corpus load it once
-        stamp = _stamp(Path(key))  # taken first: a rebuild during the load is seen next time
-        entry = _loaded.pop(key, None)
-        if entry is None or entry[0] != stamp:
-            entry = (stamp, Retriever(load_index(corpus)))
-        _loaded[key] = entry  # most recent last
-        while len(_loaded) > MAX_LOADED_CORPORA:
-            _loaded.popitem(last=False)
-    retriever = entry[1]
+    stamp = _stamp(Path(key))  # taken first: a rebuild during the load is seen next time
+    with _stamps_lock:
+        stale = _stamps.get(key)
+        _stamps[key] = stamp
+    if stale is not None and stale != stamp:
+        MODELS.drop("retriever", (key, stale))
+    retriever = MODELS.get(
+        "retriever",
+        (key, stamp),
+        lambda: Retriever(load_index(corpus)),
+        keep=MAX_LOADED_CORPORA,
+    )
     check_embedder(retriever.index.meta, embedder, corpus)
     return retriever
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from popcorn._io import atomic_write_text
-from popcorn.retrieval.corpus import COVER_CAPTIONS_FILE
+from popcorn.retrieval.importers import COVER_CAPTIONS_FILE
 
 # 22 categories, as in the pre-joined MicroLens table. Each: (name, subjects, actions, places).
 CATEGORIES: list[tuple[str, list[str], list[str], list[str]]] = [

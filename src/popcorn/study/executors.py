@@ -1,29 +1,38 @@
 """Executors run one stage for a list of jobs and hand each outcome back to the driver, which
 alone writes the ledger.
 
-- ``LocalExecutor``: scripts from API LLMs run concurrently in threads (up to the study's
-  concurrency), and so do those of in-process models that batch (``hf:``, ``vllm:``): their
-  calls meet in the model's :class:`~popcorn.llm.batching.Batcher`, which generates them
-  together. Other local LLMs, rendering and scoring run one job at a time in this process,
-  which keeps every model loaded between jobs, with jobs grouped by model.
+- ``LocalExecutor``: everything in this process, a stage's jobs grouped by model and each group
+  handed to the pipeline as one batch (:func:`~popcorn.study.stages.run_batch`): scripts of
+  API LLMs and of in-process models that batch (``hf:``, ``vllm:``) run up to the study's
+  concurrency at once (a batching model generates them together), other local LLMs one at a
+  time; every clip of a generator pair is one render batch, every score one score batch, so
+  each model is loaded once per stage.
 - ``RayExecutor``: scripts of API LLMs as Ray tasks (at most ``concurrency`` in flight); the
   rest in model actors, one per GPU of the cluster (or per ``gpus_per_actor``; one actor
   without a GPU on a cluster that has none), each keeping its models loaded across jobs. A
-  stage's jobs are sharded by model (:func:`shard`), so with enough GPUs each actor loads one
-  model; an actor takes ``concurrency`` script jobs of a batching model at once and everything
-  else one at a time. Same stage functions, same ledger, same run store.
+  stage's job groups are sharded by model (:func:`shard`), so with enough GPUs each actor
+  loads one model; each actor gets its share of a group as one batch. Same stage functions,
+  same ledger, same run store.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Protocol
 
 from popcorn.errors import error_line
 from popcorn.registry import Registry
-from popcorn.study.stages import Context, run_stage
+from popcorn.study.stages import (
+    Context,
+    JobOutcome,
+    failure_reason,
+    group_key,
+    run_batch,
+    run_stage,
+)
 
 EXECUTORS = Registry("study executor", "popcorn.executors")
 """Executors by ``--executor`` name; a factory takes ``(ctx, concurrency, address=...)`` (and
@@ -42,23 +51,28 @@ class OnFail(Protocol):
     def __call__(self, key: str, error: str, reason: str = "") -> None: ...
 
 
-def failure_reason(error: BaseException) -> str:
-    """Why a job failed, as a tag: a parse failure's own reason (``no_json``, ``truncated``,
-    ``copied_reference``, ...), else the error's type (``ProviderError``)."""
-    return str(getattr(error, "reason", "") or type(error).__name__)
+__all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "failure_reason"]
 
 
-def _group_key(stage: str, job: dict[str, Any]) -> tuple[str, ...]:
-    """Jobs that share models run together: by LLM and mode for scripts, generators for media."""
-    if stage == "script":
-        return (job["llm"], job["mode"])
-    if stage == "media":
-        return (job["video"], job["cover"])
-    return ()
+def _report(outcomes: list[JobOutcome], done: OnDone, fail: OnFail) -> None:
+    for outcome in outcomes:
+        if outcome.fields is None:
+            fail(outcome.key, outcome.error, outcome.reason)
+        else:
+            done(outcome.key, outcome.fields, outcome.seconds)
+
+
+def _groups(stage: str, jobs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``jobs`` by the model they share (:func:`~popcorn.study.stages.group_key`), in the
+    order each group first appears."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for job in jobs:
+        groups.setdefault(group_key(stage, job), []).append(job)
+    return list(groups.values())
 
 
 class LocalExecutor:
-    """Everything in this process; scripts of concurrent backends in a thread pool."""
+    """Everything in this process, one batch per group of jobs that share a model."""
 
     name = "local"
 
@@ -74,41 +88,30 @@ class LocalExecutor:
             from popcorn.errors import UsageError
 
             raise UsageError("--address is for --executor ray")
-        self.ctx, self.concurrency = ctx, concurrency
+        self.ctx, self.concurrency = _with_concurrency(ctx, concurrency), concurrency
 
     def run(self, stage: str, jobs: list[dict[str, Any]], done: OnDone, fail: OnFail) -> None:
-        jobs = sorted(jobs, key=lambda j: _group_key(stage, j))
-        if stage == "script":
-            parallel = [j for j in jobs if concurrent(self.ctx, j["llm"])]
-            serial = [j for j in jobs if not concurrent(self.ctx, j["llm"])]
-            self._threads(stage, parallel, done, fail)
-        else:
-            serial = jobs
-        for job in serial:
-            try:
-                done(*run_stage(self.ctx, stage, job))
-            except Exception as error:  # a job's failure is recorded, the study goes on
-                fail(job["key"], error_line(error), failure_reason(error))
+        for group in _groups(stage, jobs):
+            if stage == "script" and _api(self.ctx, group[0]["llm"]):
+                self._apart(stage, group, done, fail)
+            else:
+                _report(run_batch(self.ctx, stage, group), done, fail)
 
-    def _threads(self, stage: str, jobs: list[dict[str, Any]], done: OnDone, fail: OnFail) -> None:
-        if not jobs:
-            return
+    def _apart(self, stage: str, jobs: list[dict[str, Any]], done: OnDone, fail: OnFail) -> None:
+        """Scripts of an API backend: no model is loaded here, so nothing is gained by
+        batching them; every job is its own call, ``concurrency`` in flight across all seeds,
+        modes and N of the group (a batch per seed would run one seed at a time)."""
         with ThreadPoolExecutor(self.concurrency) as pool:
-            pending: dict[Future[Outcome], str] = {
-                pool.submit(run_stage, self.ctx, stage, job): job["key"] for job in jobs
-            }
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    key = pending.pop(future)
-                    error = future.exception()
-                    if error is None:
-                        done(*future.result())
-                    else:
-                        fail(key, error_line(error), failure_reason(error))
+            for outcomes in pool.map(lambda job: run_batch(self.ctx, stage, [job]), jobs):
+                _report(outcomes, done, fail)
 
     def close(self) -> None:
         pass
+
+
+def _api(ctx: Context, spec: str) -> bool:
+    """Whether ``spec`` takes parallel calls without batching them (an API backend)."""
+    return concurrent(ctx, spec) and not batched(ctx, spec)
 
 
 def concurrent(ctx: Context, spec: str) -> bool:
@@ -160,68 +163,77 @@ class RayExecutor:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         count, gpus = actor_plan(ray.cluster_resources().get("GPU", 0), gpus_per_actor)
         self.task = ray.remote(num_cpus=1)(run_stage)
-        # Threaded actors: script jobs of a batching model run side by side in one and meet
-        # in the model's batcher; everything else is sent one job at a time.
+        # Threaded actors: a script batch of a batching model runs its calls side by side in
+        # one, where they meet in the model's batcher; each actor is sent one batch at a time.
         worker = ray.remote(num_cpus=1, num_gpus=gpus, max_concurrency=concurrency)(_StageWorker)
-        self.workers = [worker.remote(ctx) for _ in range(count)]
+        self.workers = [worker.remote(_with_concurrency(ctx, concurrency)) for _ in range(count)]
 
     def run(self, stage: str, jobs: list[dict[str, Any]], done: OnDone, fail: OnFail) -> None:
-        jobs = sorted(jobs, key=lambda j: _group_key(stage, j))
-        script = stage == "script"
-        if script and all(
+        if stage == "script" and all(
             concurrent(self.ctx, j["llm"]) and not batched(self.ctx, j["llm"]) for j in jobs
         ):
-            # API calls fan out as tasks, at most ``concurrency`` in flight.
-            self._drain(stage, [deque(jobs)], [[0]], self.concurrency, done, fail, tasks=True)
+            self._tasks(stage, jobs, done, fail)
             return
-        in_actor = script and all(batched(self.ctx, j["llm"]) for j in jobs)
-        groups: dict[tuple[str, ...], deque[dict[str, Any]]] = {}
-        for job in jobs:
-            groups.setdefault(_group_key(stage, job), deque()).append(job)
-        queues = list(groups.values())
-        plan = shard([len(q) for q in queues], len(self.workers))
-        self._drain(stage, queues, plan, self.concurrency if in_actor else 1, done, fail)
+        groups = _groups(stage, jobs)
+        plan = shard([len(g) for g in groups], len(self.workers))
+        batches: list[deque[list[dict[str, Any]]]] = [deque() for _ in self.workers]
+        for g, group in enumerate(groups):
+            # The workers serving a group share its jobs out, each as one batch.
+            serving = [w for w, mine in enumerate(plan) if g in mine]
+            for i, w in enumerate(serving):
+                share = group[i :: len(serving)]
+                if share:
+                    batches[w].append(share)
+        self._batches(stage, batches, done, fail)
 
-    def _drain(
-        self,
-        stage: str,
-        queues: list[deque[dict[str, Any]]],
-        plan: list[list[int]],
-        limit: int,
-        done: OnDone,
-        fail: OnFail,
-        tasks: bool = False,
-    ) -> None:
-        """Send each worker (or the task pool, ``tasks``) the next job of the first of its
-        queues (``plan[worker]``) that has one, ``limit`` in flight per worker, until every
-        queue is empty and every job has come back."""
+    def _tasks(self, stage: str, jobs: list[dict[str, Any]], done: OnDone, fail: OnFail) -> None:
+        """API calls fan out as one task per job, at most ``concurrency`` in flight."""
         ray = self.ray
-        busy = [0] * len(plan)
-        in_flight: dict[Any, tuple[int, str]] = {}
-        while True:
-            for w, mine in enumerate(plan):
-                while busy[w] < limit:
-                    queue = next((queues[q] for q in mine if queues[q]), None)
-                    if queue is None:
-                        break
-                    job = queue.popleft()
-                    if tasks:
-                        ref = self.task.remote(self.ctx, stage, job)
-                    else:
-                        ref = self.workers[w].run.remote(stage, job)
-                    in_flight[ref] = (w, job["key"])
-                    busy[w] += 1
-            if not in_flight:
-                return
+        queue = deque(jobs)
+        in_flight: dict[Any, str] = {}
+        while queue or in_flight:
+            while queue and len(in_flight) < self.concurrency:
+                job = queue.popleft()
+                in_flight[self.task.remote(self.ctx, stage, job)] = job["key"]
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in ready:
-                w, key = in_flight.pop(ref)
-                busy[w] -= 1
+                key = in_flight.pop(ref)
                 try:
                     done(*ray.get(ref))
                 except Exception as error:
                     cause = getattr(error, "cause", None) or error
                     fail(key, error_line(cause), failure_reason(cause))
+
+    def _batches(
+        self,
+        stage: str,
+        batches: list[deque[list[dict[str, Any]]]],
+        done: OnDone,
+        fail: OnFail,
+    ) -> None:
+        """Send each worker its next batch (``batches[worker]``) once the one before came
+        back, until every batch has come back."""
+        ray = self.ray
+        in_flight: dict[Any, tuple[int, list[dict[str, Any]]]] = {}
+
+        def send(w: int) -> None:
+            if batches[w]:
+                batch = batches[w].popleft()
+                in_flight[self.workers[w].run_batch.remote(stage, batch)] = (w, batch)
+
+        for w in range(len(batches)):
+            send(w)
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                w, batch = in_flight.pop(ref)
+                try:
+                    _report(ray.get(ref), done, fail)
+                except Exception as error:  # the actor died: the batch's jobs failed
+                    cause = getattr(error, "cause", None) or error
+                    for job in batch:
+                        fail(job["key"], error_line(cause), failure_reason(cause))
+                send(w)
 
     def close(self) -> None:
         for worker in self.workers:
@@ -270,8 +282,16 @@ class _StageWorker:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def run(self, stage: str, job: dict[str, Any]) -> Outcome:
-        return run_stage(self.ctx, stage, job)
+    def run_batch(self, stage: str, jobs: list[dict[str, Any]]) -> list[JobOutcome]:
+        return run_batch(self.ctx, stage, jobs)
+
+
+def _with_concurrency(ctx: Context, concurrency: int) -> Context:
+    """``ctx`` whose script batches run up to ``concurrency`` calls at once."""
+    if ctx.settings.run.concurrency == concurrency:
+        return ctx
+    run = ctx.settings.run.model_copy(update={"concurrency": concurrency})
+    return replace(ctx, settings=ctx.settings.model_copy(update={"run": run}))
 
 
 EXECUTORS.add("local", LocalExecutor)

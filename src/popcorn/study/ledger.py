@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from popcorn.errors import PopcornError, UsageError
-from popcorn.study.spec import Job
+from popcorn.study.grid import Job
 
 STAGES = ("script", "media", "score", "done")
 _MIGRATIONS = [

@@ -16,9 +16,10 @@ import numpy as np
 
 from popcorn._io import atomic_write_bytes, atomic_write_text
 from popcorn.safety import one_line, redact, register_environment_secrets
+from popcorn.study.judge import judge_header
 from popcorn.study.run import open_ledger
 from popcorn.study.spec import Study
-from popcorn.study.stats import bootstrap_mean, paired_test
+from popcorn.study.stats import bootstrap_mean, holm, paired_test
 
 COLUMNS = [
     "key",
@@ -186,6 +187,7 @@ def write_report(study: Study) -> dict[str, Any]:
     blocks: list[tuple[str, Any]] = []
     done = sum(r["status"] == "done" for r in rows)
     blocks.append(("p", _PROFILES.get(study.profile, f"Profile: {study.profile}.")))
+    blocks.extend(("p", line) for line in judge_header(study))
     if human_note:
         blocks.append(("p", human_note))
     blocks.append(
@@ -224,13 +226,16 @@ def write_report(study: Study) -> dict[str, Any]:
         table = []
         values_of = _by_config(by_type.get(qtype, []))
         failed_of = failed_by_type.get(qtype, Counter())
+        blank_of = Counter(_config(r) for r in by_type.get(qtype, []) if _blank(r))
         for config in sorted(set(values_of) | set(failed_of)):
             ci = bootstrap_mean(np.array(values_of.get(config, [])))
+            failed = failed_of.get(config, 0) + blank_of.get(config, 0)
             table.append(
                 [
                     config,
                     ci.n,
-                    failed_of.get(config, 0),
+                    failed,
+                    _fmt(failed / (ci.n + failed_of.get(config, 0))),
                     _fmt(ci.mean),
                     f"[{_fmt(ci.low)}, {_fmt(ci.high)}]",
                 ]
@@ -244,32 +249,40 @@ def write_report(study: Study) -> dict[str, Any]:
                     "human (held-out real videos)",
                     ci.n,
                     "",
+                    "",
                     _fmt(ci.mean),
                     f"[{_fmt(ci.low)}, {_fmt(ci.high)}]",
                 ]
             )
-        blocks.append(("table", (["configuration", "n", "failed", "mean", "95% CI"], table)))
-        blocks.append(
-            (
-                "p",
-                "n: distinct clips scored; failed: queries of the configuration that ended "
-                "without a score (see Failures for why).",
-            )
-        )
+        head = ["configuration", "n", "failed", "failure rate", "mean", "95% CI"]
+        blocks.append(("table", (head, table)))
+        blocks.append(("p", _FAILED_NOTE[study.failures]))
     figures = _figures(by_type, human, folder)
 
     comparisons = _pe_vs_basic(clips)
     if comparisons:
-        blocks.append(("h2", "PE against basic (paired by query, clip generator and seed)"))
-        blocks.append(("p", "Sign-flip permutation test, two-sided; effect size Cohen's d_z."))
+        blocks.append(("h2", "PE against basic (paired by query)"))
         blocks.append(
-            ("table", (["LLM", "PE mode", "pairs", "mean PE - basic", "d_z", "p"], comparisons))
+            (
+                "p",
+                "One pair per query that both conditions answered: each side's mean over the "
+                "clip generators and seeds they share for that query, so a script pair counts "
+                "once however many generators rendered it. Queries only one condition answered "
+                "are dropped (column 'dropped'). Sign-flip permutation test over queries, "
+                f"two-sided; effect size Cohen's d_z. 'p (Holm)' corrects for the "
+                f"{len(comparisons)} tests of this table (one per LLM and PE mode) with "
+                "Holm's step-down method.",
+            )
         )
+        head = ["LLM", "PE mode", "queries", "dropped", "mean PE - basic", "d_z", "p", "p (Holm)"]
+        blocks.append(("table", (head, comparisons)))
     for name in figures:
         blocks.append(("h2", _FIGURE_TITLES[name.split(".")[0]]))
         blocks.append(("img", name))
 
     failed_rows = [r for r in rows if r["status"] == "failed"]
+    failed_rows += [{**r, "failed_stage": "script", "error": "scored as a blank script"}
+                    for r in rows if r["status"] == "done" and _blank(r)]  # fmt: skip
     failures = Counter(r["failed_stage"] for r in failed_rows)
     reasons = Counter((r["failed_stage"], r.get("reason") or "") for r in failed_rows)
     blocks.append(("h2", "Failures"))
@@ -340,6 +353,21 @@ def _group(row: dict[str, Any]) -> str:
     return str(row["type"] or row["query_set"])
 
 
+_FAILED_NOTE = {
+    "omit": "n: distinct clips scored; failed: clips of the configuration that ended without "
+    'a score, left out of the mean (the study\'s failures = "omit"); failure rate: failed / '
+    "(n + failed). See Failures for why.",
+    "blank": "n: distinct clips scored, blank scripts included; failed: clips whose script "
+    'failed, scored as a blank script as the LLMPopcorn study did (failures = "blank"), or '
+    "that ended without a score; failure rate: failed / (n + unscored). See Failures for why.",
+}
+
+
+def _blank(row: dict[str, Any]) -> bool:
+    """Whether a finished job's script is the blank one a failure was scored as."""
+    return str(row.get("reason") or "").startswith("blank")
+
+
 def _config(row: dict[str, Any]) -> str:
     return f"{row['llm']} | {row['mode']} | {row['video']}"
 
@@ -387,39 +415,49 @@ def _human(study: Study) -> tuple[np.ndarray | None, str | None]:
 
 
 def _pe_vs_basic(clips: list[dict[str, Any]]) -> list[list[Any]]:
-    """PE against basic over ``clips`` (one row per clip): a pair is one query's PE clip and
-    basic clip from the same clip generator and seed."""
+    """PE against basic over ``clips`` (one row per clip), one pair per query: the mean of
+    each condition over the (clip generator, seed) cells both have for that query. Pairing
+    clip by clip would count one script pair once per generator and shrink the p-values."""
 
-    def pair_key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r["query_set"], r["query"], r["video"], r["seed"])
+    def cell(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["video"], r["seed"])
 
-    basic: dict[tuple[Any, ...], dict[tuple[Any, ...], float]] = defaultdict(dict)
-    pe: dict[tuple[str, str], dict[tuple[Any, ...], float]] = defaultdict(dict)
+    def query(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["query_set"], r["query"])
+
+    Cells = dict[tuple[Any, ...], dict[tuple[Any, ...], float]]
+    basic: dict[str, Cells] = defaultdict(lambda: defaultdict(dict))
+    pe: dict[tuple[str, str], Cells] = defaultdict(lambda: defaultdict(dict))
     for r in clips:
-        if r["mode"] == "basic":
-            basic[(r["llm"],)][pair_key(r)] = float(r["score"])
-        else:
-            pe[(r["llm"], r["mode"])][pair_key(r)] = float(r["score"])
-    out = []
-    for (llm, mode), values in sorted(pe.items()):
-        base = basic.get((llm,), {})
-        shared = sorted(set(values) & set(base))
-        if not shared:
-            continue
-        test = paired_test(
-            np.array([values[k] for k in shared]), np.array([base[k] for k in shared])
-        )
-        out.append(
-            [
-                llm,
-                mode,
-                test.n,
-                _fmt(test.mean_difference),
-                _fmt(test.effect_size),
-                _fmt(test.p_value),
-            ]
-        )
-    return out
+        side = basic[r["llm"]] if r["mode"] == "basic" else pe[(r["llm"], r["mode"])]
+        side[query(r)][cell(r)] = float(r["score"])
+    found = []
+    for (llm, mode), by_query in sorted(pe.items()):
+        base = basic.get(llm, {})
+        a, b, dropped = [], [], 0
+        for q in sorted(set(by_query) | set(base)):
+            shared = sorted(set(by_query.get(q, {})) & set(base.get(q, {})))
+            if not shared:
+                dropped += 1
+                continue
+            a.append(float(np.mean([by_query[q][c] for c in shared])))
+            b.append(float(np.mean([base[q][c] for c in shared])))
+        if a:
+            found.append((llm, mode, dropped, paired_test(np.array(a), np.array(b))))
+    adjusted = holm([test.p_value for *_, test in found])
+    return [
+        [
+            llm,
+            mode,
+            test.n,
+            dropped,
+            _fmt(test.mean_difference),
+            _fmt(test.effect_size),
+            _fmt(test.p_value),
+            _fmt(p),
+        ]
+        for (llm, mode, dropped, test), p in zip(found, adjusted, strict=True)
+    ]
 
 
 def _figures(
@@ -444,8 +482,14 @@ def _figures(
         if human is not None:
             labels.append("human")
             data.append(list(human))
-        ax.boxplot(data, orientation="horizontal", showmeans=True)
+        ax.boxplot(data, orientation="horizontal", showmeans=True, showfliers=False)
+        # The points behind each box, jittered off its line so that ties stay visible.
+        jitter = np.random.default_rng(0)
+        for row, values in enumerate(data, start=1):
+            ys = row + jitter.uniform(-0.15, 0.15, len(values))
+            ax.scatter(values, ys, s=8, alpha=0.5, color="0.3", zorder=3)
         ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
+        ax.legend(handles=_marker_legend(), fontsize=7, loc="best")
         ax.set_title(_label(qtype))
         ax.set_xlabel("predicted log2(1 + comments)")
     fig.tight_layout()
@@ -472,6 +516,17 @@ def _figures(
         names.append(_save(fig, folder, f"ablation_{axis}"))
         plt.close(fig)
     return names
+
+
+def _marker_legend() -> list[Any]:
+    """Legend entries for the box plot's markers, drawn as matplotlib draws them by default."""
+    from matplotlib.lines import Line2D
+
+    return [
+        Line2D([], [], marker="^", color="green", linestyle="none", label="mean"),
+        Line2D([], [], color="orange", label="median"),
+        Line2D([], [], marker="o", color="0.3", alpha=0.5, linestyle="none", label="clips"),
+    ]
 
 
 def _label(text: Any) -> str:

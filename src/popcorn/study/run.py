@@ -4,17 +4,23 @@ Before anything runs, a study that scores with a predictor and enhances prompts 
 video PE may show the LLM is in the predictor's retrieval bank (its training and validation
 splits): a script that echoes such a reference would retrieve that very video, with its label,
 into its own score. The paper profile draws references from the predictor's test split only,
-so it always passes; a pool that overlaps is refused (:func:`check_reference_pool`).
+so it always passes; a pool that overlaps is refused (:func:`check_reference_pool`). A paper
+study also checks its judge: the study scored with MMRA, so a predictor trained with another
+recipe (other encoders, another target, the video prompt for the frame captions) is refused
+unless the study file's ``allow_judge`` names that recipe, which the report then prints
+(:func:`check_judge`).
 
-Stages run in order over all jobs (every script, then every clip and cover, then every score),
-so each model is loaded once per stage and a GPU holds one stage's models at a time. One process
+Stages run in order over all jobs (every script, then every clip and cover, then every score).
+The executor hands each stage's jobs to the pipeline as batches, one per group of jobs that
+share a model, so each model is loaded once per stage and process; with ``unload_stages`` the
+pipeline lets each one go when its part of the batch is done, so a GPU holds one stage's models
+at a time (``tests/test_study_residency.py`` counts the loads). One process
 runs a study at a time: it holds the study folder's lock (``.lock``, with its pid), and a second
 ``study run`` is refused with that pid; the lock of a killed run is free again at once.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -22,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from popcorn.config import PREDICTOR_META
 from popcorn.errors import UsageError
+from popcorn.predictor.folder import PredictorFolder, is_trained
 from popcorn.runs.lock import LockedError, folder_lock
 from popcorn.safety import one_line
+from popcorn.study.judge import check_judge
 from popcorn.study.ledger import STAGES, Ledger
 from popcorn.study.spec import Study
 from popcorn.study.stages import Context
@@ -72,12 +79,25 @@ def open_ledger(study: Study) -> Ledger:
 
 
 def context(study: Study) -> Context:
+    """What every stage of ``study`` runs with: its settings, with its runs folder, corpus,
+    predictor (when it names one) and concurrency in them."""
+    s = study.settings
+    predictor = s.predictor
+    if study.predictor is not None:
+        predictor = predictor.model_copy(update={"path": study.predictor})
+    settings = s.model_copy(
+        update={
+            "run": s.run.model_copy(
+                update={"out": study.folder / "runs", "concurrency": study.concurrency}
+            ),
+            "pe": s.pe.model_copy(update={"corpus": study.corpus}),
+            "predictor": predictor,
+        }
+    )
     return Context(
-        runs=str(study.folder / "runs"),
-        corpus=str(study.corpus),
-        predictor=str(study.predictor) if study.predictor else None,
-        settings=study.settings,
+        settings,
         media_folders=len(study.videos) * len(study.covers) > 1,
+        failures=study.failures,
     )
 
 
@@ -96,6 +116,7 @@ def run_study(
     :class:`ReferenceLeakError` if a PE mode's reference pool overlaps the predictor's bank
     (``allow_overlap`` runs it anyway: only to measure that leak, as benchmarks/pe_leak.py does).
     """
+    check_judge(study)
     if not allow_overlap:
         check_reference_pool(study)
     with ExitStack() as stack:
@@ -259,38 +280,22 @@ def check_reference_pool(study: Study) -> None:
 
 def predictor_bank_ids(predictor: Path) -> set[str] | None:
     """The ids of the predictor's training and validation splits (its retrieval bank, or a
-    superset of it), from ``predictor.json``; None when the folder holds no trained model."""
-    meta_file = predictor / PREDICTOR_META
-    if not meta_file.is_file():
+    superset of it); None when the folder holds no trained model."""
+    if not is_trained(predictor):
         return None
-    try:
-        split = json.loads(meta_file.read_text(encoding="utf-8")).get("split")
-        return {str(i) for part in ("train", "val") for i in split[part]}
-    except (OSError, ValueError, AttributeError, KeyError, TypeError, RecursionError):
-        raise UsageError(
-            f"{str(meta_file)!r} holds no readable split (train, val and test ids): train the "
-            "predictor again ('popcorn predictor train')"
-        ) from None
+    return set(PredictorFolder.read(predictor).split.bank)
 
 
 def _scorer_id(study: Study) -> str | None:
     """The predictor's weights hash, which finished jobs are compared against to rescore."""
     if study.predictor is None:
         return None
-    meta = study.predictor / PREDICTOR_META
-    if not meta.is_file():
+    if not is_trained(study.predictor):
         raise UsageError(
             f"the study's predictor {str(study.predictor)!r} holds no trained model: train one "
             "('popcorn predictor train') or remove 'predictor' from the study file"
         )
-    try:
-        found = json.loads(meta.read_text(encoding="utf-8")).get("weights_sha256", "")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        raise UsageError(
-            f"{str(meta)!r} cannot be read as a trained predictor's record: train the predictor "
-            "again ('popcorn predictor train')"
-        ) from None
-    return str(found)[:16]
+    return PredictorFolder.read(study.predictor).weights_id
 
 
 def status(study: Study) -> dict[str, Any]:

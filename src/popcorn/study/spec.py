@@ -11,9 +11,17 @@
     videos = ["preview"]                             # clip generators ("none" for no clip)
     covers = ["preview"]
     seeds = [42]                                     # integers from 0 to 2^32 - 1
-    candidates = 1                                   # > 1: best-of-N per job (needs predictor)
+    candidates = 1                                   # > 1: best-of-N per job (needs predictor;
+                                                     # refused under paper: the judge would pick
+                                                     # the winner it then scores)
     predictor = "popcorn-predictor"                  # optional: score every clip
     corpus = "popcorn-corpus"                        # needed by pe modes
+    failures = "omit"                                # a script the LLM failed to give: left
+                                                     # out of the means, or "blank": scored as
+                                                     # a blank script, as the study did
+    allow_judge = "popcorn"                          # optional: let a paper study score with a
+                                                     # predictor of this recipe, not MMRA's
+                                                     # (the report then says so)
     concurrency = 8                                  # LLM calls at once (API; hf:/vllm: batch)
     gpus_per_actor = 1                               # --executor ray: a model actor per GPU
 
@@ -37,136 +45,167 @@ popcorn.toml, or the environment) gives explicitly wins over the profile's defau
 ``[run] profile`` names another.
 Every combination is a job whose key hashes exactly what changes its output (the profile and
 the prompt templates' hash included); unknown keys and bad values (``true`` where a number
-belongs, ``study = 5`` where a section does) are errors that name their line. Only the plugins
-the study names are loaded: a broken plugin it does not use cannot stop it.
+belongs, ``study = 5`` where a section does) are errors that name their line: the file's shape
+is :class:`StudyFile`, a strict pydantic model, and the grid it spans is
+:mod:`popcorn.study.grid`. Only the plugins the study names are loaded: a broken plugin it does
+not use cannot stop it.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from popcorn.config import Settings, parse_toml, read_settings_text
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+
+from popcorn.config import GateSettingsModel, Settings, parse_toml, read_settings_text
+from popcorn.config_fields import output_settings
 from popcorn.errors import PopcornError, UsageError
-from popcorn.generation import QueryItem
 from popcorn.profiles import PROFILE_NAMES
-from popcorn.queries import QueryList, RefusedQuery
 from popcorn.registry import brief
 from popcorn.runs.keys import job_key
 from popcorn.safety import one_line
+from popcorn.study.grid import SEED_MAX, Grid, Job, Mode
+from popcorn.writer.queries import QueryItem, QueryList, RefusedQuery
 
 log = logging.getLogger(__name__)
 
-_STUDY_KEYS = {
-    "name",
-    "profile",
-    "llms",
-    "modes",
-    "videos",
-    "covers",
-    "seeds",
-    "predictor",
-    "corpus",
-    "concurrency",
-    "gpus_per_actor",
-    "candidates",
-}
 _SETTINGS_SECTIONS = ("llm", "decoding", "pe", "gate", "media", "predictor")
-_MODE = re.compile(r"^(basic|pe:(\d+)(?::(\d+))?)$")
-SEED_MAX = 2**32 - 1
-"""The largest seed: what llama.cpp and the ledger's integer columns hold alike."""
 
 
-@dataclass(frozen=True)
-class Mode:
-    """``basic``, or ``pe`` with ``refs`` references from ``categories`` categories."""
+def _no_nul(value: str) -> str:
+    if "\x00" in value:  # no path may hold one
+        raise ValueError("a path holds no NUL")
+    return value
 
-    name: str
-    refs: int = 0
-    categories: int = 1
 
-    @property
-    def pe(self) -> bool:
-        return self.name != "basic"
+_PathText = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096), AfterValidator(_no_nul)
+]
+"""A string that can name a file: not empty, no NUL, not huge."""
+_Names = Annotated[list[str], Field(min_length=1)]
+_Strict = ConfigDict(extra="forbid", strict=True, frozen=True)
+"""Strict: TOML's ``true`` is no number and ``5`` no string; unknown keys are errors."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.name, "refs": self.refs, "categories": self.categories}
 
+class StudySection(BaseModel):
+    """The ``[study]`` section: the grid's axes and what the whole study shares."""
+
+    model_config = _Strict
+
+    name: str | None = None
+    """Shown in reports; the study file's stem when absent."""
+    profile: str | None = None
+    """``paper`` or ``popcorn`` (:data:`popcorn.profiles.PROFILE_NAMES`); absent: the
+    environment's or popcorn.toml's, else ``paper``."""
+    llms: _Names = ["embedded"]
+    modes: _Names = ["basic"]
+    videos: _Names = ["preview"]
+    covers: _Names = ["preview"]
+    seeds: Annotated[list[Annotated[int, Field(ge=0, le=SEED_MAX)]], Field(min_length=1)] = [42]
+    predictor: _PathText | None = None
+    corpus: _PathText = "popcorn-corpus"
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    gpus_per_actor: Annotated[float, Field(gt=0, le=64)] = 1.0
+    candidates: Annotated[int, Field(ge=1, le=64)] = 1
+    failures: Literal["omit", "blank"] = "omit"
+    """How a query the LLM gave no usable script for counts: left out of the means (``omit``),
+    or rendered and scored as a blank script (``blank``), as the study did."""
+    allow_judge: str | None = None
+    """A predictor recipe other than ``mmra`` a paper study may score with (the report says
+    so); absent: a paper study refuses any judge but MMRA's recipe."""
+
+    @field_validator("profile")
     @classmethod
-    def parse(cls, text: str) -> Mode:
-        found = _MODE.match(text.strip())
-        if not found:
-            raise ValueError(f"mode {text!r} is not 'basic' or 'pe:N' or 'pe:N:K'")
-        if found.group(1) == "basic":
-            return cls("basic")
-        from popcorn.config import PESettingsModel, int_limits
-
-        refs, categories = int(found.group(2)), int(found.group(3) or 1)
-        (n_low, n_high), (k_low, k_high) = (
-            int_limits(PESettingsModel, "refs"),
-            int_limits(PESettingsModel, "categories"),
-        )
-        if not n_low <= refs <= n_high or not k_low <= categories <= k_high:
-            raise ValueError(f"mode {text!r}: N must be {n_low}-{n_high} and K {k_low}-{k_high}")
-        return cls(text.strip(), refs, categories)
+    def _known_profile(cls, value: str | None) -> str | None:
+        if value is not None and value not in PROFILE_NAMES:
+            raise ValueError("unknown profile")
+        return value
 
 
-@dataclass(frozen=True)
-class Job:
-    """One cell of the grid for one query: everything that decides its outputs."""
+class StudyFile(BaseModel):
+    """A study file's shape. The settings sections are checked by :class:`Settings` itself
+    (:func:`_settings`), with popcorn.toml, the environment and the profile beneath them."""
 
-    query_set: str
-    query: str
-    tags: tuple[tuple[str, str], ...]
-    llm: str
-    mode: Mode
-    video: str
-    cover: str
-    seed: int
-    candidates: int = 1
-    settings: str = ""
-    """A digest of the study's settings that change outputs, when they are not the defaults."""
-    profile: str = "popcorn"
-    """The profile the job runs under (:mod:`popcorn.profiles`)."""
-    prompts: str = ""
-    """The version (hash) of the prompt templates the job's mode uses; "" for the wording
-    Popcorn's prompts had before templates were files."""
+    model_config = _Strict
 
-    @property
-    def key(self) -> str:
-        return job_key(self.inputs())
+    study: StudySection = StudySection()
+    queries: dict[str, _PathText] = {}
+    """Query set name -> a file (relative to the study file) or ``hf:DATASET_ID``."""
+    llm: dict[str, Any] | None = None
+    decoding: dict[str, Any] | None = None
+    pe: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = None
+    media: dict[str, Any] | None = None
+    predictor: dict[str, Any] | None = None
 
-    def inputs(self) -> dict[str, Any]:
-        inputs = {
-            "query": self.query,
-            "llm": self.llm,
-            **self.mode.to_dict(),
-            "video": self.video,
-            "cover": self.cover,
-            "seed": self.seed,
-        }
-        if self.candidates > 1:  # absent at 1, so studies without best-of-N keep their keys
-            inputs["candidates"] = self.candidates
-        if self.settings:  # likewise absent with default settings
-            inputs["settings"] = self.settings
-        # Absent for ``popcorn``: the conditions every study ran under before profiles existed,
-        # so a study file that says ``profile = "popcorn"`` keeps the keys it had. A study that
-        # now runs the paper profile gets new keys, as it should: its outputs differ.
-        if self.profile != "popcorn":
-            inputs["profile"] = self.profile
-        if self.prompts:  # other wording (a profile's, a study's own folder): other outputs
-            inputs["prompts"] = self.prompts
-        return inputs
 
-    @property
-    def config(self) -> str:
-        """The configuration this job belongs to, for tables: everything but query and seed."""
-        return f"{self.llm} | {self.mode.name} | {self.video} | {self.cover}"
+_CHECK_ORDER = (
+    *StudyFile.model_fields,
+    *(f"study.{key}" for key in StudySection.model_fields),
+)
+"""Which of several problems a user hears of first: the file's shape, then [study]'s keys in
+the order they read, then the query sets."""
+
+
+def _problem(error: ErrorDetails) -> tuple[str, str]:
+    """(the key whose line to show, the one-line message) for one validation error."""
+    loc = [str(part) for part in error["loc"]]
+    value = error["input"]
+    section = loc[0]
+    if len(loc) == 1:
+        if error["type"] == "extra_forbidden":
+            known = ", ".join(f"[{name}]" for name in StudyFile.model_fields)
+            return section, f"unknown section or key {section!r} (expected {known})"
+        if section == "study":
+            return section, "'study' must be a [study] section of settings"
+        if section == "queries":
+            return section, """'queries' must be a [queries] section of name = "file" lines"""
+        return section, f"[{section}] must be a table of settings"
+    key = loc[1]
+    if section == "queries":
+        return key, f"query set {key!r} must be a file path or 'hf:DATASET_ID'"
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(sorted(StudySection.model_fields))
+        return key, f"unknown key {key!r} in [study] (known: {known})"
+    if key == "profile":
+        choices = " or ".join(repr(p) for p in PROFILE_NAMES)
+        return key, f"unknown profile {value!r} (choose {choices})"
+    messages = {
+        "name": "name must be a string",
+        "seeds": f"seeds must be a non-empty list of integers from 0 to {SEED_MAX}",
+        "concurrency": "concurrency must be an integer from 1 to 64",
+        "candidates": "candidates must be an integer from 1 to 64",
+        "failures": "failures must be 'omit' or 'blank'",
+        "allow_judge": "allow_judge must be a predictor recipe name (e.g. 'popcorn')",
+        "gpus_per_actor": "gpus_per_actor must be a number above 0 and at most 64",
+        "predictor": "predictor must be a folder path",
+        "corpus": "corpus must be a folder path",
+    }
+    return key, messages.get(key, f"{key} must be a non-empty list of strings")
+
+
+def _rank(error: ErrorDetails) -> int:
+    loc = [str(part) for part in error["loc"]]
+    if error["type"] == "extra_forbidden":  # first: the other errors may come from a typo in it
+        return -2 if len(loc) == 1 else -1
+    if len(loc) == 1:
+        return _CHECK_ORDER.index(loc[0])
+    where = f"study.{loc[1]}" if loc[0] == "study" else ""
+    return _CHECK_ORDER.index(where) if where in _CHECK_ORDER else len(_CHECK_ORDER)
 
 
 @dataclass(frozen=True)
@@ -183,6 +222,11 @@ class Study:
     corpus: Path
     concurrency: int
     candidates: int = 1
+    failures: Literal["omit", "blank"] = "omit"
+    """How a query without a usable script counts: left out, or scored as a blank script."""
+    allow_judge: str | None = None
+    """The predictor recipe a paper study may score with besides ``mmra`` (the study file's
+    ``allow_judge``; checked by :func:`popcorn.study.run.check_judge`)."""
     gpus_per_actor: float = 1.0
     """``--executor ray``: GPUs per model actor (0.5: two actors share a GPU)."""
     settings: Settings = field(default_factory=Settings)
@@ -204,62 +248,47 @@ class Study:
 
     def jobs(self) -> list[Job]:
         """Every combination, in a stable order (query sets and queries as in their files)."""
-        items = [(name, item) for name, found in self.queries.items() for item in found]
-        grid = itertools.product(items, self.llms, self.modes, self.videos, self.covers, self.seeds)
-        digest = settings_digest(self.settings)
-        return [
-            Job(
-                name,
-                item.query,
-                tuple(sorted(item.tags.items())),
-                llm,
-                mode,
-                video,
-                cover,
-                seed,
-                self.candidates,
-                digest,
-                self.profile,
-                self.prompts.get("pe" if mode.pe else "basic", ""),
-            )
-            for (name, item), llm, mode, video, cover, seed in grid
-        ]
+        grid = Grid(
+            self.llms,
+            self.modes,
+            self.videos,
+            self.covers,
+            self.seeds,
+            self.candidates,
+            settings_digest(self.settings),
+            self.profile,
+            self.prompts,
+        )
+        return grid.jobs(self.queries)
+
+
+_GRID_SETTINGS = {"llm": {"spec"}, "decoding": {"seed"}, "media": {"video", "cover"}}
+"""Settings a study's grid sets job by job: each is in the job's inputs by itself."""
 
 
 def settings_digest(settings: Settings) -> str:
     """A hash of the settings that change a job's outputs beyond its grid cell; "" when they
-    are the defaults (so studies written before settings existed keep their keys)."""
+    are the defaults (so studies written before settings existed keep their keys). Which
+    settings change outputs is declared on their fields (:func:`popcorn.config_fields.setting`)."""
 
     def relevant(s: Settings) -> dict[str, Any]:
-        llm = s.llm.model_dump(
-            mode="json", exclude={"spec", "timeout", "retries", "n_gpu_layers", "device_map"}
-        )
-        if llm.get("prompts") is None:  # a later setting: unset, it leaves digests as they were
-            llm.pop("prompts", None)
-        media = s.media.model_dump(
-            mode="json",
-            exclude={
-                "video",
-                "cover",
-                "device",
-                "offload",
-                "unload_stages",
-                "vae_tiling",
-                "vae_slicing",
-            },
-        )
-        decoding = s.decoding.model_dump(mode="json", exclude={"seed"})
-        return {"llm": llm, "decoding": decoding, "media": media, "embedder": s.pe.embedder}
+        found: dict[str, Any] = {}
+        for section in ("llm", "decoding", "media"):
+            values = output_settings(type(getattr(s, section)), getattr(s, section))
+            found[section] = {
+                k: v for k, v in values.items() if k not in _GRID_SETTINGS.get(section, ())
+            }
+        return {**found, "embedder": s.pe.embedder}
 
     found = relevant(settings)
     if settings.gate != Settings().gate:  # a later section: at its defaults, keys stay
-        found["gate"] = settings.gate.model_dump(mode="json")
+        found["gate"] = output_settings(GateSettingsModel, settings.gate)
     return "" if found == relevant(Settings()) else job_key(found)
 
 
 def load_study(path: Path | str) -> Study:
     """Read and validate a study file; errors name the file and the line."""
-    from popcorn.queries import read_queries
+    from popcorn.writer.queries import read_queries
 
     path = Path(path)
     try:
@@ -279,72 +308,33 @@ def load_study(path: Path | str) -> Study:
     def fail(key: str, message: str) -> UsageError:
         return UsageError(f"{path.name} line {_line_of(text, key)}: {message}")
 
-    for section in data:
-        if section not in ("study", "queries", *_SETTINGS_SECTIONS):
-            known = ", ".join(f"[{name}]" for name in ("study", "queries", *_SETTINGS_SECTIONS))
-            raise fail(section, f"unknown section or key {section!r} (expected {known})")
-    # A key set at the top (study = 5, queries = "q.txt") where a section belongs.
-    for section in ("study", "queries"):
-        if not isinstance(data.get(section, {}), dict):
-            raise fail(
-                section,
-                f"{section!r} must be a [{section}] section "
-                + ("of settings" if section == "study" else 'of name = "file" lines'),
-            )
-    study = data.get("study", {})
-    for key in study:
-        if key not in _STUDY_KEYS:
-            known = ", ".join(sorted(_STUDY_KEYS))
-            raise fail(key, f"unknown key {key!r} in [study] (known: {known})")
-    profile = study.get("profile")
-    if profile is not None and profile not in PROFILE_NAMES:
-        choices = " or ".join(repr(p) for p in PROFILE_NAMES)
-        raise fail("profile", f"unknown profile {profile!r} (choose {choices})")
-    settings = _settings(data, fail, profile, path.parent)
+    try:
+        shape = StudyFile.model_validate(data)
+    except ValidationError as err:
+        raise fail(*_problem(min(err.errors(), key=_rank))) from None
+    study = shape.study
+    settings = _settings(data, fail, study.profile, path.parent)
     try:
         prompts = prompt_versions(settings)
     except UsageError as err:
         raise fail("prompts", str(err)) from None
-
-    def strings(key: str, default: list[str]) -> tuple[str, ...]:
-        value = study.get(key, default)
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise fail(key, f"{key} must be a non-empty list of strings")
-        return tuple(dict.fromkeys(value))
-
-    llms = strings("llms", ["embedded"])
+    llms = tuple(dict.fromkeys(study.llms))
     _check_llms(llms, fail)
     try:
-        modes = tuple(Mode.parse(m) for m in strings("modes", ["basic"]))
+        modes = tuple(Mode.parse(m) for m in dict.fromkeys(study.modes))
     except ValueError as err:
         raise fail("modes", str(err)) from None
-    videos, covers = strings("videos", ["preview"]), strings("covers", ["preview"])
+    videos, covers = tuple(dict.fromkeys(study.videos)), tuple(dict.fromkeys(study.covers))
     _check_generators(videos, covers, fail)
-    seeds = study.get("seeds", [42])
-    if not isinstance(seeds, list) or not seeds or not all(_integer(s, 0, SEED_MAX) for s in seeds):
-        raise fail("seeds", f"seeds must be a non-empty list of integers from 0 to {SEED_MAX}")
-    concurrency = study.get("concurrency", 4)
-    if not _integer(concurrency, 1, 64):
-        raise fail("concurrency", "concurrency must be an integer from 1 to 64")
-
-    gpus_per_actor = study.get("gpus_per_actor", 1)
-    if (
-        isinstance(gpus_per_actor, bool)
-        or not isinstance(gpus_per_actor, int | float)
-        or not 0 < gpus_per_actor <= 64
-    ):
-        raise fail("gpus_per_actor", "gpus_per_actor must be a number above 0 and at most 64")
-
-    base = path.parent
-    predictor = study.get("predictor")
-    if predictor is not None and not _path_text(predictor):
-        raise fail("predictor", "predictor must be a folder path")
-    candidates = study.get("candidates", 1)
-    if not _integer(candidates, 1, 64):
-        raise fail("candidates", "candidates must be an integer from 1 to 64")
-    if candidates > 1 and (predictor is None or "none" in videos):
+    if study.candidates > 1 and settings.run.profile == "paper":
+        raise fail(
+            "candidates",
+            "best-of-N (candidates > 1) is refused under profile 'paper': the predictor would "
+            "pick the winner it then scores; use profile = \"popcorn\" or candidates = 1",
+        )
+    if study.candidates > 1 and (study.predictor is None or "none" in videos):
         raise fail("candidates", "best-of-N (candidates > 1) needs a predictor and clips")
-    if candidates > 1 and len(videos) * len(covers) > 1:
+    if study.candidates > 1 and len(videos) * len(covers) > 1:
         # Best-of-N renders its candidates inside the script stage, in the candidates' own run
         # folders, which every (clip, cover) pair of the job would share and overwrite.
         raise fail(
@@ -352,13 +342,8 @@ def load_study(path: Path | str) -> Study:
             "best-of-N (candidates > 1) takes one clip and one cover generator: split the "
             "study into one file per generator pair",
         )
-    corpus = study.get("corpus", "popcorn-corpus")
-    if not _path_text(corpus):
-        raise fail("corpus", "corpus must be a folder path")
-    name = study.get("name", path.stem)
-    if not isinstance(name, str):
-        raise fail("name", "name must be a string")
-    sources = data.get("queries", {})
+    base = path.parent
+    sources = shape.queries
     if not sources:
         raise UsageError(f'{path.name}: no [queries] section (name = "file" lines)')
     queries: dict[str, list[QueryItem]] = {}
@@ -366,8 +351,6 @@ def load_study(path: Path | str) -> Study:
         if one_line(set_name) != set_name or not set_name:
             # Query set names head the report's tables: they must read as written.
             raise fail(set_name, f"query set name {set_name!r} must be plain text on one line")
-        if not _path_text(source):
-            raise fail(set_name, f"query set {set_name!r} must be a file path or 'hf:DATASET_ID'")
         try:
             found = (
                 _hub_queries(source[3:])
@@ -390,18 +373,20 @@ def load_study(path: Path | str) -> Study:
     return Study(
         path=path.resolve(),
         # Shown in reports, page titles and messages: no control sequence of it survives.
-        name=brief(name, 200) or path.stem,
+        name=brief(study.name if study.name is not None else path.stem, 200) or path.stem,
         llms=llms,
         modes=modes,
         videos=videos,
         covers=covers,
-        seeds=tuple(dict.fromkeys(seeds)),
+        seeds=tuple(dict.fromkeys(study.seeds)),
         queries=queries,
-        predictor=(base / predictor).resolve() if predictor else None,
-        corpus=(base / corpus).resolve(),
-        concurrency=concurrency,
-        gpus_per_actor=float(gpus_per_actor),
-        candidates=candidates,
+        predictor=(base / study.predictor).resolve() if study.predictor else None,
+        corpus=(base / study.corpus).resolve(),
+        concurrency=study.concurrency,
+        gpus_per_actor=study.gpus_per_actor,
+        candidates=study.candidates,
+        failures=study.failures,
+        allow_judge=study.allow_judge,
         settings=settings,
         prompts=prompts,
     )
@@ -415,9 +400,6 @@ def _settings(data: dict[str, Any], fail: Any, profile: str | None, base: Path) 
     from popcorn.errors import ConfigError
 
     sections: dict[str, Any] = {name: data[name] for name in _SETTINGS_SECTIONS if name in data}
-    for name, values in sections.items():
-        if not isinstance(values, dict):
-            raise fail(name, f"[{name}] must be a table of settings")
     prompts = sections.get("llm", {}).get("prompts")
     if isinstance(prompts, str):
         sections["llm"] = {**sections["llm"], "prompts": str(base / Path(prompts).expanduser())}
@@ -433,7 +415,7 @@ def prompt_versions(settings: Settings) -> dict[str, str]:
     """Mode -> the version of the prompt templates its jobs send (``[llm] prompts``, else the
     profile's packaged folder): a hash of the files, so other wording gives other job keys;
     "" for the wording studies ran with before templates were files (their keys stay)."""
-    from popcorn.llm.prompts import PromptTemplates
+    from popcorn.writer.prompts import PromptTemplates
 
     folder = settings.llm.prompts
     templates = (
@@ -460,17 +442,6 @@ def _check_llms(llms: tuple[str, ...], fail: Any) -> None:
             raise fail("llms", str(err)) from None
 
 
-def _integer(value: Any, low: int, high: int) -> bool:
-    """An integer from ``low`` to ``high``; TOML's ``true`` is a bool, which Python would
-    otherwise take for the integer 1."""
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _path_text(value: Any) -> bool:
-    """A string that can name a file: not empty, no NUL (which no path may hold), not huge."""
-    return isinstance(value, str) and 0 < len(value) <= 4096 and "\x00" not in value
-
-
 def _check_generators(videos: tuple[str, ...], covers: tuple[str, ...], fail: Any) -> None:
     from popcorn.media.registry import cover_names, video_names
 
@@ -494,7 +465,7 @@ def _line_of(text: str, key: str) -> int:
 def _hub_queries(dataset_id: str) -> QueryList:
     """The study's 200 queries (columns ``prompt``, ``type``) from the dataset hub; rows that
     are not queries are left out and listed in ``refused``."""
-    from popcorn.generation import printable_query, validate_query
+    from popcorn.writer.queries import printable_query, validate_query
 
     try:
         import datasets

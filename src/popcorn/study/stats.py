@@ -1,5 +1,6 @@
-"""The statistics a study report uses: BCa bootstrap confidence intervals of a mean, and a
-paired sign-flip permutation test with Cohen's d_z for PE against basic on the same queries.
+"""The statistics a study report uses: BCa bootstrap confidence intervals of a mean, a
+paired sign-flip permutation test with Cohen's d_z for PE against basic on the same queries,
+and Holm's correction of a family of such tests' p-values.
 
 Both come from ``scipy.stats`` (``bootstrap`` with the BCa method, ``permutation_test`` over
 signs): its permutation p-value counts the observed assignment among the resamples, so a
@@ -80,3 +81,18 @@ def paired_test(a: np.ndarray, b: np.ndarray, permutations: int = 10_000, seed: 
         rng=np.random.default_rng(seed),
     )
     return Paired(n, float(d.mean()), dz, float(found.pvalue))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of ``p_values`` (one family of tests), in their order: the
+    i-th smallest is multiplied by (m - i + 1), kept from falling below a smaller one's, and
+    capped at 1. NaN (a test that could not run) stays NaN and does not count in m."""
+    ps = np.asarray(p_values, np.float64)
+    adjusted = np.full(len(ps), np.nan)
+    ran = np.flatnonzero(~np.isnan(ps))
+    m = len(ran)
+    running = 0.0
+    for rank, i in enumerate(ran[np.argsort(ps[ran], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * float(ps[i])))
+        adjusted[i] = running
+    return [float(p) for p in adjusted]

@@ -1,16 +1,10 @@
-"""Test doubles that ship with popcorn, kept out of the stage folders.
+"""What popcorn ships for testing code that uses it, kept out of the stage folders:
 
-Everything here builds *real* components at toy size, from configs with random weights, and
-saves them with ``save_pretrained`` so tests, benchmarks and plugin authors load them back
-through the same code paths as real models:
+- :mod:`popcorn.testing.mockllm`: the ``mock:NAME`` LLM backend (registered like any other),
+  which answers at once with valid script JSON, or with a scripted list of answers;
+- :mod:`popcorn.testing.plugins`: :func:`~popcorn.testing.plugins.install_plugin`, which
+  installs a plugin package the way pip leaves one, and a sample clip generator's source.
 
-- :mod:`popcorn.testing.toy_media`: every diffusers video and cover pipeline popcorn drives;
-- :mod:`popcorn.testing.toy_predictor`: frame encoders, sentence encoders and a briefly
-  trained predictor;
-- :mod:`popcorn.testing.synthetic_media`: a generated corpus of short videos whose comment
-  counts follow their content, for training and evaluating the predictor;
-- :mod:`popcorn.testing.plugins`: the source of a third-party clip generator, installed as a
-  plugin package by tests.
-
-Nothing in popcorn's own commands imports this package.
+Toy-size model builders live with popcorn's own tests (``tests/toys/``), not in the wheel.
+Nothing in popcorn's own commands imports this package except through the ``mock:`` entry.
 """

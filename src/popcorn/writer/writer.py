@@ -1,0 +1,488 @@
+"""One query -> one script: prompt the LLM, parse robustly, retry within bounds, record all.
+
+:class:`Generator` (the writer) holds one backend and its settings; :meth:`Generator.generate`
+makes one query's attempts and :meth:`Generator.batch` hands many to
+:func:`popcorn.writer.batch.write_batch`. :func:`write_script` is the one-call convenience. The
+whole flow (script, media, score) is :class:`popcorn.pipeline.Pipeline`. Every call writes a run
+folder (see :mod:`popcorn.runs`); a query already done with the same settings is returned from
+its folder.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from popcorn.errors import GenerationError, ProviderError, ScriptParseError, UsageError
+from popcorn.llm.base import LLM, Completion, Decoding, Message
+from popcorn.llm.registry import LLMOptions, create_llm
+from popcorn.llm.retry import RetryPolicy, call_with_retries
+from popcorn.profiles import POPCORN, Profile
+from popcorn.runs.keys import job_key
+from popcorn.runs.store import SCHEMA_VERSION, Run, RunManifest, RunStore
+from popcorn.safety import redact
+from popcorn.script import TITLE_MAX_CHARS, Script, shorten_title
+from popcorn.writer.batch import BatchCallback, BatchReport, write_batch
+from popcorn.writer.gate import GateSettings
+from popcorn.writer.judge import GateTally, Judge
+from popcorn.writer.keys import script_key_inputs
+from popcorn.writer.parser import ParsedAnswer, parse_script
+from popcorn.writer.prompts import (
+    PE_JSON_SCHEMA,
+    SCRIPT_JSON_SCHEMA,
+    Form,
+    PromptTemplates,
+    shorter_title_request,
+)
+from popcorn.writer.queries import QueryItem, validate_query
+from popcorn.writer.result import GenerateResult
+
+if TYPE_CHECKING:
+    from popcorn.retrieval.enhance import Enhancer, PESettings
+    from popcorn.retrieval.search import References
+
+DEFAULT_OUT = Path("popcorn-runs")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What is sent for one query: messages, the schema to enforce (None: none is sent), and
+    PE's references."""
+
+    messages: list[Message]
+    schema: dict[str, Any] | None
+    references: References | None = None
+    form: Form | None = None
+    """PE's form: ``full``, ``fitted`` or ``compact`` (None in basic mode)."""
+    shown: int | None = None
+    """How many references the messages show (the compact form shows fewer)."""
+
+
+class Generator:
+    """One LLM backend plus generation settings; ``pe`` turns on prompt enhancement.
+
+    ``profile`` sets the conditions (see :mod:`popcorn.profiles`): its prompt templates, whether
+    a JSON schema is sent, what an API request carries, the 4-bit type, how references are
+    shown, whether the quality gate acts, how many attempts a query gets (``attempts`` None),
+    whether an echoed example or a copied reference is rejected and whether an over-long
+    title is asked again and cut (else each is only flagged on the script, as the study kept
+    them). ``prompts`` replaces the profile's template folder
+    with another one. A backend passed in already built is used as it was built (its request
+    and 4-bit type included).
+
+    Every parsed answer goes through the quality gate (:mod:`popcorn.writer.gate`): its verdict
+    is recorded in the transcript (each attempt) and the manifest (``stages["gate"]``); with
+    ``gate.enabled`` (the popcorn profile's default) a rejected answer is asked again with the
+    next seed, and the last rejection is the run's failure.
+    """
+
+    def __init__(
+        self,
+        llm: LLM | str = "embedded",
+        *,
+        out: Path | str = DEFAULT_OUT,
+        decoding: Decoding | None = None,
+        attempts: int | None = None,
+        retry: RetryPolicy | None = None,
+        options: LLMOptions | None = None,
+        pe: PESettings | None = None,
+        profile: Profile = POPCORN,
+        prompts: Path | str | None = None,
+        gate: GateSettings | None = None,
+    ) -> None:
+        if attempts is None:
+            attempts = profile.attempts
+        if attempts < 1:
+            raise UsageError("attempts must be at least 1")
+        self.profile = profile
+        self.templates = (
+            PromptTemplates.packaged_for(profile.prompts)
+            if prompts is None
+            else PromptTemplates.load(prompts)
+        )
+        self.enhancer: Enhancer | None = None
+        if pe is not None:
+            from popcorn.retrieval.enhance import Enhancer
+
+            self.enhancer = Enhancer(pe)  # fails now, not mid-batch, if the index is missing
+        self.mode: Literal["basic", "pe"] = "basic" if pe is None else "pe"
+        if isinstance(llm, str):
+            options = replace(
+                options or LLMOptions(), four_bit=profile.four_bit, sampling=profile.api_sampling
+            )
+            self.llm = create_llm(llm, options)
+        else:
+            self.llm = llm
+        self.store = RunStore(out)
+        self.decoding = decoding or Decoding(max_tokens=profile.max_tokens)
+        self.attempts = attempts
+        self.retry = retry or RetryPolicy()
+        self.gate = gate if gate is not None else GateSettings(enabled=profile.gate)
+        self.judge = Judge(self.gate, self.templates, self.enhancer)
+        self.failures: Literal["fail", "blank"] = "fail"
+        """What a query with no usable answer after every attempt ends as: a failed run
+        (``fail``), or a finished one whose script is blank and flagged ``blank`` (``blank``:
+        a study that scores such queries as the LLMPopcorn study did)."""
+
+    @property
+    def form(self) -> Form:
+        """How PE shows references: the profile's ``full``, or, ``fitted`` to the model, the
+        compact form for a small model (the backend's ``size``; see the templates)."""
+        if self.profile.reference_form == "full":
+            return "full"
+        if model_size(self.llm) == "small" and self.templates.has_compact:
+            return "compact"
+        return "fitted"
+
+    # --- one query ------------------------------------------------------------------------
+
+    def key_inputs(self, query: str) -> dict[str, Any]:
+        """Exactly what changes the output; hashed into the run's key."""
+        inputs = script_key_inputs(
+            query,
+            mode=self.mode,
+            templates=self.templates,
+            llm=self.llm,
+            decoding=self.decoding,
+            pe=None if self.enhancer is None else self.enhancer.identity(),
+            form=self.form,
+            gate=self.gate,
+            profile=self.profile,
+        )
+        if self.failures == "blank":
+            # A blank script is this run's output where the other policy leaves none.
+            inputs["failures"] = "blank"
+        return inputs
+
+    def prompt(self, query: str) -> Prompt:
+        """The messages for ``query``; with PE this retrieves the references."""
+        if self.enhancer is None:
+            schema = SCRIPT_JSON_SCHEMA if self.profile.schema else None
+            return Prompt(self.templates.basic(query), schema)
+        references = self.enhancer.references(query)
+        form = self.form
+        messages = self.templates.pe(query, references.items, form=form)
+        shown = len(references.items)
+        schema = PE_JSON_SCHEMA
+        if form == "compact":
+            shown = len(self.templates.compact_references(references.items))
+            # The compact form asks for no written reasoning: a small model's reasoning drifts
+            # off the query and takes the title with it.
+            schema = SCRIPT_JSON_SCHEMA
+        return Prompt(messages, schema if self.profile.schema else None, references, form, shown)
+
+    def generate(
+        self,
+        query: str,
+        *,
+        force: bool = False,
+        tags: dict[str, str] | None = None,
+        stop: threading.Event | None = None,
+    ) -> GenerateResult:
+        """Write a script for ``query``, or return the one already made with these settings.
+
+        A finished run is returned without writing anything (a read-only store serves it).
+        Otherwise the run folder is locked while the script is written; a process that finds
+        it locked waits for the holder and then returns the holder's script as cached.
+        """
+        query = validate_query(query)
+        key = job_key(self.key_inputs(query))
+        cached = None if force else self._cached(query, key)
+        if cached is not None:
+            return cached
+        with self.store.lock(query, key, stop=stop):
+            cached = None if force else self._cached(query, key)
+            if cached is not None:
+                return cached
+            run = self.store.start(
+                RunManifest(
+                    key=key,
+                    query=query,
+                    mode=self.mode,
+                    llm={"spec": self.llm.spec, **self.llm.identity()},
+                    decoding=self.decoding.to_dict(),
+                    seed=self.decoding.seed,
+                    prompt_version=self.templates.version(self.mode),
+                    profile=self.profile.name,
+                    tags=dict(tags or {}),
+                )
+            )
+            try:
+                return self._generate(run, query, stop)
+            except ProviderError as err:
+                run.save(status="failed", error={"reason": "provider", "message": redact(err)})
+                raise
+
+    def _cached(self, query: str, key: str) -> GenerateResult | None:
+        """The finished run for ``key``, read without writing anything; None if there is none
+        (or if its script was damaged, so that it is written again)."""
+        existing = self.store.get(query, key)
+        if existing is None or existing.status != "done":
+            return None
+        try:
+            script = existing.script()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return None if script is None else self._result(existing, script, cached=True)
+
+    def _generate(self, run: Run, query: str, stop: threading.Event | None) -> GenerateResult:
+        started = time.perf_counter()
+        prompt = self.prompt(query)
+        warnings: tuple[str, ...] = ()
+        if prompt.references is not None:
+            refs = prompt.references
+            warnings = tuple(refs.warnings)
+            run.write_json("references", "references.json", refs.to_dict())
+            assert self.enhancer is not None
+            run.save(
+                stages={
+                    **run.manifest.stages,
+                    "pe": {
+                        **self.enhancer.identity(),
+                        "used": len(refs.items),
+                        "popular": sum(r.popular for r in refs.items),
+                        "routed": [name for name, _ in refs.categories],
+                        "form": prompt.form,
+                        "shown": prompt.shown,
+                        "retrieval_seconds": round(time.perf_counter() - started, 4),
+                        "warnings": list(warnings),
+                    },
+                }
+            )
+        transcript: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "attempts": []}
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0}
+        llm_seconds = 0.0
+        tally = GateTally()
+        last_error: ScriptParseError | None = None
+
+        def call(messages: list[Message], decoding: Decoding) -> tuple[Completion, float]:
+            nonlocal llm_seconds
+            t = time.perf_counter()
+            completion = call_with_retries(
+                lambda: self.llm.complete(messages, decoding, prompt.schema),
+                self.retry,
+                stop=stop,
+            )
+            seconds = time.perf_counter() - t
+            llm_seconds += seconds
+            usage["calls"] += 1
+            usage["prompt_tokens"] += completion.prompt_tokens or 0
+            usage["completion_tokens"] += completion.completion_tokens or 0
+            return completion, seconds
+
+        for attempt in range(1, self.attempts + 1):
+            # Each attempt is a fresh conversation with its own seed: reproducible, and a bad
+            # first answer does not steer the next one.
+            decoding = self.decoding.with_seed(self.decoding.seed + attempt - 1)
+            messages = prompt.messages
+            completion, seconds = call(messages, decoding)
+            entry: dict[str, Any] = _entry(attempt, decoding.seed, messages, completion, seconds)
+            transcript["attempts"].append(entry)
+            try:
+                parsed = self._parse(completion.text, prompt.references)
+            except ScriptParseError as err:
+                entry["outcome"] = {"ok": False, "reason": err.reason, "detail": err.detail}
+                last_error = err
+                run.write_json("transcript", "transcript.json", transcript)
+                continue
+            if len(parsed.script.title) > TITLE_MAX_CHARS:
+                if self.profile.fix_titles:
+                    parsed = self._shorter_title(
+                        parsed, messages, completion, decoding, call, entry
+                    )
+                else:
+                    parsed = _flagged(parsed, "title_over_limit")
+            verdict = self.judge.timed(parsed.script, query, messages, tally)
+            entry["gate"] = verdict.to_dict()
+            gate = self.judge.record(verdict, tally)
+            if not verdict.ok and self.gate.enabled:
+                entry["outcome"] = {"ok": False, "reason": verdict.reason, "detail": verdict.detail}
+                last_error = ScriptParseError(str(verdict.reason), verdict.detail)
+                run.write_json("transcript", "transcript.json", transcript)
+                run.save(stages={**run.manifest.stages, "gate": gate})
+                continue
+            entry["outcome"] = {"ok": True}
+            run.write_json("transcript", "transcript.json", transcript)
+            run.write_json(
+                "script",
+                "script.json",
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "script": parsed.script.to_dict(),
+                    "reasoning": parsed.reasoning,
+                },
+            )
+            run.save(
+                status="done",
+                attempts=attempt,
+                usage=usage,
+                timings={
+                    "llm_seconds": round(llm_seconds, 4),
+                    **tally.timings(),
+                    "total_seconds": round(time.perf_counter() - started, 4),
+                },
+                llm={**run.manifest.llm, "notes": completion.notes},
+                error=None,
+                stages={**run.manifest.stages, "gate": gate},
+            )
+            return self._result(run, parsed.script, cached=False, warnings=warnings)
+
+        assert last_error is not None
+        error = {"reason": last_error.reason, "message": redact(last_error.detail)}
+        timings = {
+            "llm_seconds": round(llm_seconds, 4),
+            **tally.timings(),
+            "total_seconds": round(time.perf_counter() - started, 4),
+        }
+        if self.failures == "blank":
+            blank = Script("", "", "", flags=("blank", f"failed:{last_error.reason}"))
+            run.write_json(
+                "script",
+                "script.json",
+                {"schema_version": SCHEMA_VERSION, "script": blank.to_dict(), "reasoning": ""},
+            )
+            # Done, so that it is rendered and scored; the error stays on record.
+            run.save(
+                status="done", attempts=self.attempts, usage=usage, timings=timings, error=error
+            )
+            return self._result(run, blank, cached=False, warnings=warnings)
+        run.save(status="failed", attempts=self.attempts, usage=usage, timings=timings, error=error)
+        raise GenerationError(
+            f"no usable script after {self.attempts} attempt(s): {last_error.detail} "
+            f"(raw output in {run.path / 'transcript.json'})",
+            run_dir=str(run.path),
+            reason=last_error.reason,
+        )
+
+    def _parse(self, text: str, references: References | None) -> ParsedAnswer:
+        """``text`` as a script; an echoed example or a copied reference title is a
+        :class:`ScriptParseError` under a profile that rejects copies, else a flag."""
+        example = self.templates.example_script
+        try:
+            parsed = parse_script(text, example)
+        except ScriptParseError as err:
+            if self.profile.reject_copies or err.reason != "echoed_example":
+                raise
+            parsed = _flagged(parse_script(text), "echoed_example")
+        if references is not None:
+            from popcorn.retrieval.enhance import check_original
+
+            try:
+                check_original(parsed.script, references)
+            except ScriptParseError:
+                if self.profile.reject_copies:
+                    raise
+                parsed = _flagged(parsed, "copied_reference")
+        return parsed
+
+    def _shorter_title(
+        self,
+        parsed: ParsedAnswer,
+        messages: list[Message],
+        completion: Completion,
+        decoding: Decoding,
+        call: Callable[[list[Message], Decoding], tuple[Completion, float]],
+        entry: dict[str, Any],
+    ) -> ParsedAnswer:
+        """Ask once for a shorter title; failing that, cut it at a word boundary and flag it."""
+        follow_up = [
+            *messages,
+            {"role": "assistant", "content": completion.text},
+            {"role": "user", "content": shorter_title_request(parsed.script.title)},
+        ]
+        retry, seconds = call(follow_up, decoding)
+        entry["title_retry"] = {
+            "messages": follow_up[-2:],
+            "raw": retry.text,
+            "seconds": round(seconds, 4),
+            "usage": {
+                "prompt_tokens": retry.prompt_tokens,
+                "completion_tokens": retry.completion_tokens,
+            },
+        }
+        try:
+            again = parse_script(retry.text, self.templates.example_script)
+        except ScriptParseError:
+            again = None
+        if again is not None and len(again.script.title) <= TITLE_MAX_CHARS:
+            script = replace(parsed.script, title=again.script.title)
+            return ParsedAnswer(script, parsed.reasoning)
+        script = replace(
+            parsed.script,
+            title=shorten_title(parsed.script.title),
+            flags=(*parsed.script.flags, "title_shortened"),
+        )
+        return ParsedAnswer(script, parsed.reasoning)
+
+    def _result(
+        self, run: Run, script: Script, cached: bool, warnings: tuple[str, ...] | None = None
+    ) -> GenerateResult:
+        if warnings is None:
+            warnings = tuple(run.manifest.stages.get("pe", {}).get("warnings", ()))
+        return GenerateResult(
+            query=run.manifest.query,
+            script=script,
+            run_dir=run.path,
+            mode=run.manifest.mode,
+            llm=self.llm.spec,
+            cached=cached,
+            warnings=warnings,
+            gate=run.manifest.stages.get("gate"),
+        )
+
+    def batch(
+        self,
+        items: Iterable[QueryItem],
+        *,
+        concurrency: int = 1,
+        force: bool = False,
+        on_result: BatchCallback | None = None,
+    ) -> BatchReport:
+        """Generate every query; done ones are skipped, failures recorded and the rest go on
+        (see :func:`~popcorn.writer.batch.write_batch`). A backend that runs in this process
+        takes one query at a time whatever ``concurrency`` says."""
+        workers = max(1, concurrency) if self.llm.concurrent else 1
+        return write_batch(self.generate, items, workers=workers, force=force, on_result=on_result)
+
+
+def model_size(llm: LLM) -> Literal["small", "large"]:
+    """What the backend says of its model's size (``size``: ``small`` gets PE's compact form);
+    ``large`` when it says nothing."""
+    size = getattr(llm, "size", "large")
+    return "small" if size == "small" else "large"
+
+
+def _flagged(parsed: ParsedAnswer, flag: str) -> ParsedAnswer:
+    """``parsed`` with ``flag`` noted on its script: what a profile that keeps the answer as it
+    came records instead of acting."""
+    return ParsedAnswer(
+        replace(parsed.script, flags=(*parsed.script.flags, flag)), parsed.reasoning
+    )
+
+
+def _entry(
+    attempt: int, seed: int, messages: list[Message], completion: Completion, seconds: float
+) -> dict[str, Any]:
+    return {
+        "attempt": attempt,
+        "seed": seed,
+        "messages": messages,
+        "raw": completion.text,
+        "finish_reason": completion.finish_reason,
+        "usage": {
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+        },
+        "seconds": round(seconds, 4),
+        "notes": completion.notes,
+    }
+
+
+def write_script(query: str, llm: LLM | str = "embedded", **settings: Any) -> GenerateResult:
+    """The script step alone for one query; ``settings`` are :class:`Generator`'s keyword
+    arguments. :func:`popcorn.generate` runs every step, as ``popcorn generate`` does."""
+    return Generator(llm, **settings).generate(query)
