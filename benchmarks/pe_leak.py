@@ -22,8 +22,9 @@ references added to PE's scores.
 
 Every source of chance is pinned, so two runs at one seed print the same figures: the corpus
 and the queries come from seeded generators, the toy tokenizers are made rather than trained
-(the trainer broke ties in hash order), x264 encodes on one thread (frame threads on a busy
-machine changed some pixels), torch computes on one thread, the stand-in LLM does not sample,
+(the trainer broke ties in hash order), the corpus's clips are encoded losslessly (x264's lossy
+rate control changed a few clips' pixels from one process to the next), torch computes on one
+thread, the stand-in LLM does not sample,
 rows are taken in a sorted order rather than in the ledger's or the threads' order, and the
 bootstrap has its own seed.
 """
@@ -69,9 +70,6 @@ embedder = "minilm-l6"   # the embedder the generated corpus was indexed with
 
 [gate]
 enabled = false          # the stand-in copies on purpose: what would a copy that got through score?
-
-[media]
-x264_threads = 1         # the same pixels on every run
 
 [queries]
 leak = "{setup.queries}"

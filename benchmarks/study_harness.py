@@ -47,7 +47,8 @@ def study_file(folder: Path, queries: int, media: bool, predictor: Path | None, 
         f"concurrency = {conc}",
     ]
     if predictor is not None:
-        lines.append(f'predictor = "{predictor}"')
+        # The toy predictor has Popcorn's recipe; the harness's cost does not depend on it.
+        lines += [f'predictor = "{predictor}"', 'allow_judge = "popcorn"']
     lines += ["[queries]", 'q = "q.txt"']
     (folder / "study.toml").write_text("\n".join(lines) + "\n")
     return folder / "study.toml"

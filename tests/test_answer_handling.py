@@ -60,6 +60,8 @@ def test_paper_keeps_a_long_title_as_written_and_only_flags_it(tmp_path: Path):
     assert llm.calls == 1  # no extra turn asking for a shorter title
     assert script.title == LONG_TITLE and len(script.title) > TITLE_MAX_CHARS
     assert "title_over_limit" in script.flags and "title_shortened" not in script.flags
+    manifest = json.loads((gen.generate(QUERY).run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["answer"] == {"flags": ["title_over_limit"]}
 
     gen, llm = writer(tmp_path / "popcorn", POPCORN, [LONG])
     script = gen.generate(QUERY).script
@@ -105,3 +107,12 @@ def test_the_profiles_handling_is_part_of_paper_keys_only(tmp_path: Path):
     assert conditions["reject_copies"] is False and conditions["fix_titles"] is False
     gen, _ = writer(tmp_path, POPCORN, [GOOD])
     assert "profile" not in gen.key_inputs(QUERY)
+
+
+def test_the_profile_sets_the_attempts_a_user_leaves_unset():
+    from popcorn.config import load_settings
+
+    assert load_settings(flags={"run": {"profile": "paper"}}).llm.attempts == 1
+    assert load_settings(flags={"run": {"profile": "popcorn"}}).llm.attempts == 3
+    chosen = {"run": {"profile": "paper"}, "llm": {"attempts": 2}}
+    assert load_settings(flags=chosen).llm.attempts == 2  # an explicit value wins

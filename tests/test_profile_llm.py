@@ -2,9 +2,10 @@
 
 ``paper`` asks with the study's structure and substance (a system message that only states the
 task, the query, the requirements, one plain inline example that is itself the JSON template;
-PE adds a popular block, then an unpopular block, and seven steps reasoned in free text), sends no schema anywhere, sends API models only the model and the
-messages, and loads 4-bit models as fp4. ``popcorn``'s wording is pinned below: since issue 17 it
-shows no worked example and gives small models a compact PE form, so its runs have new keys.
+PE adds a popular block, then an unpopular block, and seven steps reasoned in free text), sends
+no schema anywhere, sends API models only the model and the messages, and loads 4-bit models
+as fp4. ``popcorn``'s wording is pinned below: since issue 17 it shows no worked example and
+gives small models a compact PE form, so its runs have new keys.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from popcorn.pipeline import Pipeline
 from popcorn.profiles import PAPER
 from popcorn.retrieval.search import Reference
 from popcorn.runs.keys import job_key
+from popcorn.writer.parser import parse_script
 from popcorn.writer.prompts import (
     TEMPLATES,
     PromptTemplates,
@@ -32,7 +34,6 @@ from popcorn.writer.prompts import (
     format_references,
     pe_messages,
 )
-from popcorn.writer.parser import parse_script
 from popcorn.writer.writer import Generator
 
 QUERY = "How to cook ramen at home"

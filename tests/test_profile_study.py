@@ -195,6 +195,7 @@ def test_each_generator_pair_keeps_its_own_clip_and_cover(
         videos = ["preview", "flipbook"]
         covers = ["preview", "none"]
         predictor = "{small_predictor}"
+        allow_judge = "popcorn"  # the toy predictor has Popcorn's recipe
         """,
         ["A cat learning to skateboard"],
     )
@@ -282,6 +283,48 @@ def test_a_failed_script_is_asked_for_once_and_fails_every_job_that_shares_it(
     assert "| script | 2 | no_script |" in md
 
 
+def test_failures_blank_renders_and_scores_a_failed_script_as_a_blank_one(
+    cli, install_plugin, small_predictor: Path, tmp_path: Path
+):
+    """The LLMPopcorn study scored whatever came out: a query without a usable script still
+    got a (blank) clip and a score, and counted in the means. ``failures = "blank"`` does the
+    same, and the report still counts it as a failure."""
+    install_plugin(
+        "mumbler_plugin", MUMBLER_PLUGIN, {"popcorn.llm": {"mumbler": "mumbler_plugin:mumbler"}}
+    )
+    path = write(
+        tmp_path,
+        f"""
+        [study]
+        profile = "popcorn"
+        llms = ["mumbler:x"]
+        covers = ["none"]
+        failures = "blank"
+        predictor = "{small_predictor}"
+        [llm]
+        attempts = 1
+        """,
+        ["A cat learning to skateboard"],
+    )
+    ran = cli("study", "run", str(path), "--json")
+    assert ran.code == 0, ran.err
+    assert cli("study", "report", str(path)).code == 0
+    (row,) = results(path)
+    assert (row["status"], row["reason"], row["title"]) == ("done", "blank (no_script)", "")
+    assert row["score"] != ""  # rendered and scored
+    md = (tmp_path / "study.study" / "report" / "report.md").read_text()
+    # n 1 (the blank clip is in the mean), 1 failed, failure rate 1.
+    assert r"| mumbler:x \| basic \| preview | 1 | 1 | 1.000 |" in md
+    assert "| script | 1 | blank (no_script) | scored as a blank script |" in md
+
+
+def test_failures_must_be_omit_or_blank(cli, tmp_path: Path):
+    path = write(tmp_path, '[study]\nfailures = "drop"\n', ["A cat"])
+    ran = cli("study", "run", str(path))
+    assert ran.code != 0 and "failures must be 'omit' or 'blank'" in ran.err
+    assert load_study(write(tmp_path / "b", "[study]\n", ["A cat"])).failures == "omit"
+
+
 # --- no leak between PE and the judge ---------------------------------------------------------
 
 
@@ -303,6 +346,7 @@ def leak_study(folder: Path, setup: LeakSetup, profile: str, corpus: Path) -> Pa
         videos = ["preview"]
         covers = ["none"]
         predictor = "{setup.predictor}"
+        allow_judge = "popcorn"  # the toy predictor has Popcorn's recipe
         corpus = "{corpus}"
         [pe]
         embedder = "minilm-l6"
@@ -440,6 +484,7 @@ def test_the_study_grid_runs_end_to_end_under_the_paper_profile(
         videos = ["preview"]
         covers = ["preview", "none"]
         predictor = "{leak.predictor}"
+        allow_judge = "popcorn"  # the toy predictor has Popcorn's recipe
         corpus = "{leak.corpus}"
         [decoding]
         max_tokens = 64

@@ -42,6 +42,9 @@ def test_list_show_and_delete(cli, fault_proxy: FaultProxy):
     manifest = json.loads(cli("runs", "show", name, "--json").out)
     assert manifest["query"] == made[0]["query"]
 
+    asked = cli("runs", "delete", name)  # no terminal to answer the question
+    assert asked.code == 1 and "add --yes" in asked.err and asked.err.count("\n") == 1
+    assert Path(made[0]["run_dir"]).is_dir()
     gone = cli("runs", "delete", name, "--yes")
     assert gone.code == 0 and not Path(made[0]["run_dir"]).exists()
     assert Path(made[1]["run_dir"]).is_dir()

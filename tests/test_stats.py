@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from popcorn.study.stats import bootstrap_mean, paired_test
+from popcorn.study.report import _pe_vs_basic
+from popcorn.study.stats import bootstrap_mean, holm, paired_test
 
 
 def exact_sign_flip_p(d: np.ndarray) -> float:
@@ -58,3 +59,51 @@ def test_degenerate_samples():
     assert np.isnan(bootstrap_mean(np.array([1.0])).low)
     same = bootstrap_mean(np.full(4, 2.5))
     assert same.low == same.high == same.mean == 2.5
+
+
+def test_holm_multiplies_the_smallest_p_by_the_number_of_tests_and_keeps_the_order():
+    # Sorted: 0.01 * 3, 0.03 * 2, then 0.04 * 1 raised to the 0.06 before it; NaN is no test.
+    assert holm([0.01, 0.04, 0.03, float("nan")]) == pytest.approx(
+        [0.03, 0.06, 0.06, np.nan], nan_ok=True
+    )
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm([0.02]) == [0.02]  # one test: nothing to correct
+
+
+def clip(query: str, mode: str, video: str, score: float, llm: str = "m") -> dict[str, object]:
+    return {"query_set": "q", "query": query, "llm": llm, "mode": mode, "video": video,
+            "seed": 42, "score": score}  # fmt: skip
+
+
+def test_pe_and_basic_pair_once_per_query_however_many_generators_render_it():
+    """Two clip generators render each script; pairing clip by clip counted each script pair
+    twice (n 6 for 3 queries) and made the p-value too small."""
+    clips = []
+    for i, query in enumerate(["a", "b", "c"]):
+        for video, offset in (("v1", 0.0), ("v2", 10.0)):
+            clips.append(clip(query, "basic", video, offset + i))
+            clips.append(clip(query, "pe:3", video, offset + i + 1.0 + 0.5 * (video == "v2")))
+    clips.append(clip("d", "basic", "v1", 5.0))  # PE gave no script for query d
+    (row,) = _pe_vs_basic(clips)
+    llm, mode, n, dropped, mean, _dz, p, p_holm = row
+    assert (llm, mode, n, dropped) == ("m", "pe:3", 3, 1)
+    assert mean == "1.250"  # per query: mean of v1's +1.0 and v2's +1.5
+    assert float(p) == pytest.approx(0.25)  # all 8 sign patterns of 3 queries, 2 as extreme
+    assert p_holm == p  # one LLM x N test: nothing to correct
+
+
+def test_every_llm_and_pe_mode_is_one_test_of_the_holm_family():
+    clips = [
+        clip(q, mode, "v1", s + bump, llm)
+        for llm in ("m1", "m2")
+        for q, s in zip("abcdef", [1.0, 2.0, 0.5, 3.0, 1.5, 2.5], strict=True)
+        for mode, bump in (("basic", 0.0), ("pe:3", 1.0 + 0.1 * ord(q)), ("pe:10", -0.2))
+    ]
+    rows = _pe_vs_basic(clips)
+    assert [(r[0], r[1]) for r in rows] == [
+        ("m1", "pe:10"), ("m1", "pe:3"), ("m2", "pe:10"), ("m2", "pe:3")
+    ]  # fmt: skip
+    # Six queries all one way: 2 of the 64 sign patterns are as extreme, p = 1/32 per test;
+    # four tests, so Holm multiplies the smallest by 4 and the rest keep that level.
+    assert [r[6] for r in rows] == ["0.031"] * 4
+    assert [r[7] for r in rows] == ["0.125"] * 4

@@ -107,6 +107,27 @@ def test_the_study_writes_a_report_with_tables_and_plots(reference: Path):
     import pyarrow.parquet as pq
 
     assert pq.read_table(report / "results.parquet").num_rows == 4
+    assert "Holm" in md and "| LLM | PE mode | queries | dropped |" in md
+
+
+def test_the_distribution_plot_shows_every_clip_and_names_its_markers(tmp_path: Path):
+    import re
+
+    from popcorn.study.report import _figures
+
+    rows = [
+        {"llm": "m", "mode": mode, "video": "preview", "score": float(i), "refs": 3,
+         "categories": 1}
+        for mode, count in (("basic", 4), ("pe:3", 7))
+        for i in range(count)
+    ]  # fmt: skip
+    assert _figures({"concrete": rows}, None, tmp_path)[0] == "distributions.png"
+    svg = (tmp_path / "distributions.svg").read_text()
+    points = [
+        g.count("<use") for g in re.findall(r'<g id="PathCollection_\d+">(.*?)</g>', svg, re.S)
+    ]
+    assert sorted(points) == [4, 7]  # one dot per clip, beside its box
+    assert {"mean", "median"} <= set(re.findall(r"<!-- (.*?) -->", svg))  # the legend
 
 
 def test_a_rerun_does_nothing_twice(cli, reference: Path):

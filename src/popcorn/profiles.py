@@ -62,6 +62,11 @@ class Profile:
     reject_copies: bool
     """Reject (and try again) an answer that echoes the prompt's example or copies a reference's
     title; else the answer is kept, flagged ``echoed_example`` or ``copied_reference``."""
+    judge: Literal["mmra", "any"]
+    """The predictor recipe a study may score with: MMRA's alone (a study file's
+    ``allow_judge`` admits another, and its report says so), or whichever it names."""
+    best_of_n: bool
+    """A study may keep each job's best of N candidates by the predictor (``candidates``)."""
     fix_titles: bool
     """Ask again once for a title over 50 characters, then cut it; else it is kept as written,
     flagged ``title_over_limit``."""
@@ -94,6 +99,8 @@ PAPER = Profile(
     gate=False,
     attempts=1,
     reject_copies=False,
+    judge="mmra",
+    best_of_n=False,
     fix_titles=False,
 )
 
@@ -114,6 +121,8 @@ POPCORN = Profile(
     gate=True,
     attempts=3,
     reject_copies=True,
+    judge="any",
+    best_of_n=True,
     fix_titles=True,
 )
 
@@ -151,6 +160,10 @@ WHY: dict[str, str] = {
     "study kept both (an echoed example became blank fields that were still scored)",
     "fix_titles": "a title over 50 characters is cut off in a feed; the study did not check "
     "its length (the title is an input of MMRA's predictor)",
+    "judge": "the study scored with MMRA; Popcorn's own recipe (other encoders, log2(1+c), the "
+    "video prompt for frame captions) scores differently, so only outside a paper study",
+    "best_of_n": "the study scored one script per job; picking the best of N by the predictor "
+    "that then scores it inflates the score, so only outside a paper study",
 }
 """Why Popcorn differs, per field (empty where both profiles agree)."""
 
@@ -171,6 +184,8 @@ _LABELS: dict[str, str] = {
     "attempts": "attempts per query",
     "reject_copies": "echoed example / copied reference title rejected",
     "fix_titles": "title over 50 characters asked again, then cut",
+    "judge": "study predictor recipe",
+    "best_of_n": "best-of-N in studies (`candidates`)",
 }
 
 

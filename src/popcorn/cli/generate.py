@@ -107,7 +107,8 @@ _GROUPS = {
 @click.option(
     "--attempts",
     type=click.IntRange(1, 10),
-    help="Fresh tries when an answer cannot be parsed or fails the quality gate.  [default: 3]",
+    help="Fresh tries when an answer cannot be parsed or fails the quality gate.  "
+    "[default: the profile's, 3 under popcorn, 1 under paper]",
 )
 @click.option(
     "--timeout",

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import stat
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -279,6 +280,9 @@ def delete(names: tuple[str, ...], out: Path | None, yes: bool, force: bool) -> 
     store = _store(out)
     chosen = [_chosen(store, name, force) for name in names]
     if not yes:
+        if not sys.stdin.isatty():
+            # Nobody can answer the question: a script or a pipe says --yes itself.
+            raise UsageError("runs delete asks before deleting: add --yes when no one can answer")
         listed = ", ".join(path.name for path in chosen)
         if not click.confirm(plain(f"delete {len(chosen)} run(s): {listed}?"), default=False):
             raise UsageError("nothing deleted")

@@ -84,7 +84,9 @@ def sample_frames(path: Path, n: int = FRAMES, sampling: Sampling = "round") -> 
     return np.stack(picked)
 
 
-def _pick(av: Any, path: Path, total: int, n: int, sampling: Sampling) -> list[np.ndarray] | None:
+def _pick(
+    av: Any, path: Path, total: int, n: int, sampling: Sampling = "round"
+) -> list[np.ndarray] | None:
     """The ``n`` uniform frames of a ``total``-frame video, decoded once; None if the decoder
     ran out of frames first."""
     if total < n:

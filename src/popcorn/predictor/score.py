@@ -186,13 +186,16 @@ class Predictor:
         k = self.meta["model"]["retrieved"]
         return predict(self.model, Batches(items, self.bank, k, None, self.target), self.device)
 
-    def score_video(self, path: Path, title: str, caption: str = "") -> Score:
+    def score_video(
+        self, path: Path, title: str, caption: str = "", *, blank_ok: bool = False
+    ) -> Score:
         """Score a video file with its title. ``caption`` (what the video shows) joins the
-        title in the retrieval text, unless the predictor captions the frames itself."""
+        title in the retrieval text, unless the predictor captions the frames itself.
+        ``blank_ok`` scores an empty title too (a failure a study scores as a blank script)."""
         from popcorn.predictor.captions import video_caption
         from popcorn.predictor.features import normalised
 
-        if not title.strip():
+        if not title.strip() and not blank_ok:
             raise UsageError("a title is needed to score a video")
         enc = self.encoders()
         pixels = sample_frames(path, self.meta["frames"], self.meta.get("frame_sampling", "round"))
@@ -279,7 +282,9 @@ def score_run(run_dir: Path | str, predictor: Predictor, force: bool = False) ->
             raise RunStoreError(
                 f"{str(run.path)!r} has no clip to score yet: run 'popcorn render {run.path}' first"
             )
-        score = predictor.score_video(run.path / clip, script.title, script.video_prompt)
+        score = predictor.score_video(
+            run.path / clip, script.title, script.video_prompt, blank_ok="blank" in script.flags
+        )
         media = run.manifest.stages.get("media", {}).get("video", {})
         record = {
             **score.to_dict(),

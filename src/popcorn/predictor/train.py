@@ -16,10 +16,11 @@ shuffled; up to 100 epochs, the best by the validation sum of per-batch MAE + nM
 Both: MSE loss, Adam 1e-5, batch 64, K = 10, alpha 0.6, MLP 800-200-1.
 
 The trained predictor is a folder: ``model.safetensors`` (weights), ``predictor.json`` (model
-config, training settings, encoders, split as id lists ``{"train", "val", "test"}``, the bank's
-parts, history; loading checks all of it), ``bank.npz`` / ``bank.json`` (the bank videos'
-features, which retrieval needs at scoring time) and ``text_only.json`` (the fast text-only
-model, fitted on the same split).
+config, training settings, encoders, split as id lists ``{"train", "val", "test"}`` with its
+hash ``split_sha256`` and where it came from (drawn, or pinned by an id file:
+:mod:`popcorn.predictor.pinned`), the bank's parts, history; loading checks all of it),
+``bank.npz`` / ``bank.json`` (the bank videos' features, which retrieval needs at scoring time)
+and ``text_only.json`` (the fast text-only model, fitted on the same split).
 """
 
 from __future__ import annotations

@@ -31,17 +31,18 @@ def judge(study: Study) -> PredictorFolder | None:
 
 def overridden(study: Study, folder: PredictorFolder) -> bool:
     """Whether a paper study scores with another recipe because ``allow_judge`` says so."""
-    return (
-        study.profile == "paper"
-        and folder.recipe != JUDGE_RECIPE
-        and folder.recipe == study.allow_judge
-    )
+    return _pinned(study) and folder.recipe != JUDGE_RECIPE and folder.recipe == study.allow_judge
+
+
+def _pinned(study: Study) -> bool:
+    """Whether the study's profile admits MMRA's recipe alone (the paper profile's ``judge``)."""
+    return study.settings.profile.judge == JUDGE_RECIPE
 
 
 def check_judge(study: Study) -> None:
     """Refuse, in one line, a paper study whose predictor was not trained with MMRA's recipe,
     unless ``allow_judge`` in the study file names the recipe it was trained with."""
-    if study.profile != "paper":
+    if not _pinned(study):
         return
     folder = judge(study)
     if folder is None or folder.recipe == JUDGE_RECIPE or overridden(study, folder):

@@ -326,11 +326,12 @@ def load_study(path: Path | str) -> Study:
         raise fail("modes", str(err)) from None
     videos, covers = tuple(dict.fromkeys(study.videos)), tuple(dict.fromkeys(study.covers))
     _check_generators(videos, covers, fail)
-    if study.candidates > 1 and settings.run.profile == "paper":
+    if study.candidates > 1 and not settings.profile.best_of_n:
         raise fail(
             "candidates",
-            "best-of-N (candidates > 1) is refused under profile 'paper': the predictor would "
-            "pick the winner it then scores; use profile = \"popcorn\" or candidates = 1",
+            f"best-of-N (candidates > 1) is refused under profile {settings.profile.name!r}: "
+            'the predictor would pick the winner it then scores; use profile = "popcorn" or '
+            "candidates = 1",
         )
     if study.candidates > 1 and (study.predictor is None or "none" in videos):
         raise fail("candidates", "best-of-N (candidates > 1) needs a predictor and clips")

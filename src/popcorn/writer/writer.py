@@ -93,6 +93,7 @@ class Generator:
         profile: Profile = POPCORN,
         prompts: Path | str | None = None,
         gate: GateSettings | None = None,
+        failures: Literal["fail", "blank"] = "fail",
     ) -> None:
         if attempts is None:
             attempts = profile.attempts
@@ -123,7 +124,7 @@ class Generator:
         self.retry = retry or RetryPolicy()
         self.gate = gate if gate is not None else GateSettings(enabled=profile.gate)
         self.judge = Judge(self.gate, self.templates, self.enhancer)
-        self.failures: Literal["fail", "blank"] = "fail"
+        self.failures = failures
         """What a query with no usable answer after every attempt ends as: a failed run
         (``fail``), or a finished one whose script is blank and flagged ``blank`` (``blank``:
         a study that scores such queries as the LLMPopcorn study did)."""
@@ -305,7 +306,8 @@ class Generator:
                 run.write_json("transcript", "transcript.json", transcript)
                 run.save(stages={**run.manifest.stages, "gate": gate})
                 continue
-            entry["outcome"] = {"ok": True}
+            flags = list(parsed.script.flags)
+            entry["outcome"] = {"ok": True, **({"flags": flags} if flags else {})}
             run.write_json("transcript", "transcript.json", transcript)
             run.write_json(
                 "script",
@@ -327,7 +329,12 @@ class Generator:
                 },
                 llm={**run.manifest.llm, "notes": completion.notes},
                 error=None,
-                stages={**run.manifest.stages, "gate": gate},
+                # What the profile noticed but left as it came (echo, copy, long title).
+                stages={
+                    **run.manifest.stages,
+                    "gate": gate,
+                    **({"answer": {"flags": flags}} if flags else {}),
+                },
             )
             return self._result(run, parsed.script, cached=False, warnings=warnings)
 

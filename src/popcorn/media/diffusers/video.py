@@ -79,11 +79,11 @@ class DiffusersVideo(DiffusersModel):
         if self.memory.quantize == "4bit" and self.four_bit != FOUR_BIT["popcorn"]:
             extra["four_bit"] = self.four_bit
         if self.chosen.dtype is not None or self.chosen.text_encoder_fp8:
-            # Decided on the machine that renders (CUDA only): asked for, not resolved.
-            extra["precision"] = {
-                "dtype": self.chosen.dtype,
-                "text_encoder_fp8": self.chosen.text_encoder_fp8,
-            }
+            # Applied on CUDA only, like the study's quantisation: keyed where it applies.
+            _, base = self.memory.resolve()
+            _, dtype, fp8 = self.resolve()
+            if dtype != base or fp8:
+                extra["precision"] = {"dtype": str(dtype).removeprefix("torch."), "fp8": fp8}
         return {**extra, **self.acceleration()}
 
     def record(self) -> dict[str, Any]:
