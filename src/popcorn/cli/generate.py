@@ -74,7 +74,8 @@ _GROUPS = {
     "--queries",
     "queries_file",
     type=click.Path(path_type=Path),
-    help="Batch: a .txt file (one query a line) or .csv/.jsonl with a 'prompt' column.",
+    help="Batch: a .txt file (one query a line) or .csv/.jsonl with a 'prompt' column; "
+    "'-' reads standard input (one query a line, or JSON lines).",
 )
 @click.option("--llm", "spec", metavar="SPEC", cls=LazyHelpOption, help_text=_llm_help)
 @click.option("--base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL).")
@@ -211,6 +212,7 @@ def generate(
     manifest, and media: cover.png and clip.mp4 (by default a PREVIEW animatic made without a
     diffusion model; --video none --cover none skips them). A query already done with the
     same settings is not asked again; a batch that was interrupted picks up where it stopped.
+    QUERY '-' reads the query from standard input (echo "an idea" | popcorn generate -).
 
     \b
     Examples:
@@ -221,12 +223,14 @@ def generate(
     """
     from popcorn.errors import UsageError
     from popcorn.pipeline import Pipeline
-    from popcorn.writer.queries import QueryList, read_queries, validate_query
+    from popcorn.writer.queries import STDIN, QueryList, read_queries, validate_query
 
     if (query is None) == (queries_file is None):
         raise UsageError("give either a QUERY or --queries FILE (see popcorn generate --help)")
     # The input first: a bad query or file fails at once, before any model is looked at.
     items = QueryList() if queries_file is None else read_queries(queries_file)
+    if query == STDIN:
+        query = _query_from_stdin()
     if query is not None:
         query = validate_query(query)
     deprecated_device_flags(flags)
@@ -433,3 +437,19 @@ def _batch(pipeline: Pipeline, items: QueryList, force: bool, as_json: bool, sou
         )
     if problems:
         raise PopcornError("; ".join(problems))
+
+
+def _query_from_stdin() -> str:
+    """``popcorn generate -``: the one query piped in (a line; several are a batch)."""
+    from popcorn.errors import UsageError
+    from popcorn.writer.queries import read_stdin
+
+    text = read_stdin(64 * 2**10, "QUERY '-'").decode("utf-8", errors="surrogateescape")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        found = "no query" if not lines else f"{len(lines)} lines"
+        raise UsageError(
+            f"standard input holds {found}: QUERY '-' reads one line (--queries - reads one "
+            "query a line)"
+        )
+    return lines[0]

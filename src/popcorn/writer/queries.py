@@ -87,6 +87,8 @@ class QueryItem:
 
 _QUERY_COLUMNS = ("prompt", "query")
 MAX_QUERIES_BYTES = 64 * 2**20
+STDIN = "-"
+"""The name that reads queries (or one query) from standard input."""
 """The largest queries file read: a million queries at their longest fit in far less."""
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -128,9 +130,15 @@ def read_queries(path: Path | str) -> QueryList:
     Rows that cannot be queries are left out and listed in the result's ``refused``; a file
     where no row is a query is a :class:`UsageError` naming the first refused row.
     """
-    path = Path(path)
-    name = printable_query(path.name, 200)
-    data = read_input(path, "queries file", MAX_QUERIES_BYTES)
+    if str(path) == STDIN:
+        data = read_stdin(MAX_QUERIES_BYTES, "--queries -")
+        # A pipe has no suffix to say its format: JSON lines start with an object.
+        name, suffix = "standard input", ".jsonl" if data.lstrip()[:1] == b"{" else ""
+    else:
+        path = Path(path)
+        name = printable_query(path.name, 200)
+        data = read_input(path, "queries file", MAX_QUERIES_BYTES)
+        suffix = path.suffix.lower()
     if b"\x00" in data or data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise UsageError(
             f"queries file {printable_query(str(path), 200)!r} is not UTF-8 text (binary, or "
@@ -139,7 +147,6 @@ def read_queries(path: Path | str) -> QueryList:
     # Undecodable bytes become lone surrogates: only the rows holding them are refused.
     text = data.decode("utf-8-sig", errors="surrogateescape")
 
-    suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = _from_csv(text, name)
     elif suffix in (".jsonl", ".ndjson"):
@@ -170,6 +177,20 @@ def read_queries(path: Path | str) -> QueryList:
             raise UsageError(f"no usable queries in {name}: {first}{also}")
         raise UsageError(f"no queries in {printable_query(str(path), 200)!r}")
     return out
+
+
+def read_stdin(limit: int, what: str) -> bytes:
+    """Standard input, at most ``limit`` bytes; a terminal or a larger input is refused (a
+    reader would wait for typing, or read without end)."""
+    import sys
+
+    stream = sys.stdin
+    if stream is None or stream.isatty():
+        raise UsageError(f"{what} reads standard input: pipe it in (echo 'an idea' | popcorn ...)")
+    data = stream.buffer.read(limit + 1)
+    if len(data) > limit:
+        raise UsageError(f"standard input holds over {limit // 2**20} MiB: {what} reads less")
+    return data
 
 
 def _check_tags(tags: dict[str, str]) -> None:
