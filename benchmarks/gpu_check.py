@@ -4,7 +4,7 @@ Run when a GPU is lent (one call, under 10 minutes on one GPU, offline)::
 
     python benchmarks/gpu_check.py --save gpu-check.json     [--quick] [--only NAME]
 
-and put its figures in the README with the date and the GPU. Sections (``--only``):
+and put its figures in docs/benchmarks.md with the date and the GPU. Sections (``--only``):
 
 - ``clip:PRESET`` / ``cover:PRESET``: popcorn's render (fit, call, frames to bytes, the file)
   against the bare diffusers call with the same arguments;

@@ -55,7 +55,6 @@ from popcorn.writer.gate import (
     gate_embedder,
     judge,
     prompt_text,
-    words,
 )
 
 QUERIES: list[tuple[str, str]] = [
@@ -144,6 +143,8 @@ def generator(mode: str, args: argparse.Namespace, corpus: Path | None, out: Pat
     from popcorn.writer.writer import Generator
 
     kwargs: dict[str, Any] = {"out": out, "attempts": args.attempts, "prompts": args.prompts}
+    if args.drafts is not None:
+        kwargs["drafts"] = args.drafts
     if "gate" in inspect.signature(Generator).parameters:
         kwargs["gate"] = GateSettings(enabled=not args.no_gate)
     elif not args.no_gate:
@@ -245,16 +246,16 @@ def score(
     text = prompt_text(messages, query)
     verdict = judge(script, query, text, settings, embedder=embedder)
     shown = OLD_EXAMPLE["title"] in text
-    vectors = embedder.encode([query, script.title, script.video_prompt])
     return {
         "parsed": True,
         "reason": verdict.reason,
         "relevance": verdict.scores["relevance"],
-        "title_relevance": round(float(vectors[0] @ vectors[1]), 3),
-        "video_relevance": round(float(vectors[0] @ vectors[2]), 3),
+        "title_relevance": verdict.scores["title_relevance"],
+        "video_relevance": verdict.scores["video_relevance"],
         "echo": verdict.reason in ("echo", "meta") or _talks_back(verdict, settings),
         "contaminated": contamination(script, query, OLD_EXAMPLE, OLD_EXAMPLE_QUERY) > 0,
-        "restates": words(query) == words(script.title)[: len(words(query))],
+        "restates": bool(verdict.scores["restated"]),
+        "shot": bool(verdict.scores["shot"]),
         "example_shown": shown,
     }
 
@@ -283,7 +284,10 @@ def summary(records: list[dict[str, Any]]) -> dict[str, float]:
         if measured
         else 0.0,
         "share_03": sum(r >= 0.3 for r in relevance) / n,
+        "title_03": sum(m["title_relevance"] >= 0.3 for m in measured) / n,
         "restates": sum(m["restates"] for m in measured) / max(1, len(measured)),
+        "shots": sum(m["shot"] for m in measured) / max(1, len(measured)),
+        "calls": statistics.mean(len(r["calls"]) for r in records),
         "echo": sum(m["echo"] for m in measured) / max(1, len(measured)),
         "contamination": sum(m["contaminated"] for m in measured) / max(1, len(measured)),
         "attempts": statistics.mean(r["attempts"] for r in records),
@@ -295,19 +299,19 @@ def summary(records: list[dict[str, Any]]) -> dict[str, float]:
 def print_table(records: list[dict[str, Any]]) -> None:
     groups = _groups(records)
     print(
-        "| run | mode | valid | relevance median | title median | video prompt median | >= 0.3 "
-        "| = query | echo | contamination | attempts | s/script | gate |"
+        "| run | mode | valid | restated titles | shots | title >= 0.3 | title median "
+        "| video prompt median | relevance median | >= 0.3 | echo | contamination | attempts "
+        "| calls | s/script | gate |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (label, mode), rows in groups.items():
         s = summary(rows)
         print(
-            f"| {label} | {mode} | {s['valid']:.0%} | {s['relevance_median']:.2f} "
-            f"| {s['title_median']:.2f} | {s['video_median']:.2f} | {s['share_03']:.0%} "
-            f"| {s['restates']:.0%} "
-            f"| {s['echo']:.0%} "
-            f"| {s['contamination']:.0%} | {s['attempts']:.2f} | {s['seconds']:.1f} "
-            f"| {s['gate_share']:.1%} |"
+            f"| {label} | {mode} | {s['valid']:.0%} | {s['restates']:.0%} | {s['shots']:.0%} "
+            f"| {s['title_03']:.0%} | {s['title_median']:.2f} | {s['video_median']:.2f} "
+            f"| {s['relevance_median']:.2f} | {s['share_03']:.0%} | {s['echo']:.0%} "
+            f"| {s['contamination']:.0%} | {s['attempts']:.2f} | {s['calls']:.2f} "
+            f"| {s['seconds']:.1f} | {s['gate_share']:.1%} |"
         )
 
 
@@ -345,6 +349,37 @@ def _groups(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[st
     return groups
 
 
+def print_pairs(records: list[dict[str, Any]], count: int) -> None:
+    """``count`` queries side by side: the first run's script and the last run's, per mode
+    (every ``len // count``-th query of the first mode, so abstract and concrete alternate)."""
+    groups = list(_groups(records).items())
+    if len(groups) < 2 or count <= 0:
+        return
+    (first_label, mode), before = groups[0]
+    after_label, after = next(
+        ((label, rows) for (label, m), rows in reversed(groups) if m == mode), (None, [])
+    )
+    if after_label is None or after_label == first_label:
+        return
+    mine = {r["query"]: r for r in after}
+    step = max(1, len(before) // count)
+    print(f"\n{first_label} vs {after_label}, {mode}:")
+    print(f"| query | {first_label} | {after_label} |")
+    print("|---|---|---|")
+    for record in before[::step][:count]:
+        other = mine.get(record["query"])
+        if other is not None:
+            print(f"| {record['query']} | {_cell(record)} | {_cell(other)} |")
+
+
+def _cell(record: dict[str, Any]) -> str:
+    script = record.get("script")
+    if not script:
+        return f"failed: {record.get('reason')}"
+    text = f"**{script['title']}** / {script['video_prompt']}"
+    return text.replace("|", "/").replace("\n", " ")
+
+
 def print_thresholds(records: list[dict[str, Any]]) -> None:
     """First-attempt pass rates per relevance threshold (other rules as set): what a gate at
     that threshold would cost in attempts (1 / pass rate, at most the attempts allowed)."""
@@ -375,6 +410,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=Path, default=None)
     parser.add_argument("--no-gate", action="store_true")
     parser.add_argument("--attempts", type=int, default=3)
+    parser.add_argument("--drafts", type=int, default=None, help="[default: the profile's]")
+    parser.add_argument("--pairs", type=int, default=10, help="before/after pairs to print")
     parser.add_argument("--videos", type=int, default=2200)
     parser.add_argument("--refs", type=int, default=10)
     parser.add_argument("--corpus", type=Path, default=None, help="an indexed corpus to reuse")
@@ -399,6 +436,7 @@ def main() -> None:
     measure(records, settings, embedder)
     print_table(records)
     print_change(records)
+    print_pairs(records, args.pairs)
     print_thresholds(records)
 
 

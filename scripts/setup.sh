@@ -95,7 +95,7 @@ smoke_test() {
     fi
     echo "setup: error: the embedded LLM failed its smoke test (${why:-exit $status}):" \
       "rebuild it with 'rm -rf $llama_wheels && bash scripts/setup.sh';" \
-      "the embedded build needs an x86-64 CPU with AVX2 (see README, Install)" >&2
+      "the embedded build needs an x86-64 CPU with AVX2 (see docs/install.md)" >&2
     exit 1
   fi
   rm -f .venv/smoke.log

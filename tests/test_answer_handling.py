@@ -25,7 +25,8 @@ GOOD = json.dumps(
     {
         "title": "Cat Rides Skateboard Down the Hill",
         "cover_prompt": "A tabby cat standing on a skateboard on a sunny street",
-        "video_prompt": "A tabby cat rolls down a gentle slope on a skateboard, tail up",
+        "video_prompt": "A tabby cat rolls down a gentle slope on a skateboard, tail"
+        " up, low tracking shot",
     }
 )
 LONG_TITLE = "A Tabby Cat Learns To Ride A Skateboard Down The Longest Hill In Town"

@@ -27,7 +27,8 @@ QUERY = "A cat learning to skateboard"
 SCRIPT = {
     "title": "The Kickflip Kitten",
     "cover_prompt": "A grey kitten balancing on a skateboard in a sunny park",
-    "video_prompt": "A grey kitten pushes off, wobbles and rolls across the park on a skateboard",
+    "video_prompt": "A grey kitten pushes off, wobbles and rolls across the park"
+    " on a skateboard, handheld",
 }
 
 

@@ -51,6 +51,9 @@ def test_the_core_install_generates_against_an_openai_compatible_server(
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    # The gate cannot check relevance without the pe extra: said once, with how to turn it on.
+    assert done.stderr.count("relevance not checked") == 1, done.stderr
+    assert "popcorn-video[pe]" in done.stderr
     line = json.loads(done.stdout)
     assert line["title"] == SCRIPT["title"]
     assert Path(line["clip"]).is_file() and line["clip_preview"] is True

@@ -19,7 +19,8 @@ QUERY = "A cat learning to skateboard"
 ANSWER = {
     "title": "Kitten Shreds the Half-Pipe",
     "cover_prompt": "A fluffy orange kitten on a tiny skateboard in a sunny skate park",
-    "video_prompt": "The kitten pushes off, rolls down the ramp and lands a wobbly ollie",
+    "video_prompt": "The kitten pushes off, rolls down the ramp and lands a"
+    " wobbly ollie, low-angle shot",
 }
 
 

@@ -18,6 +18,7 @@ from popcorn.llm.registry import create_llm, providers
 from popcorn.retrieval.search import Reference
 from popcorn.script import similar
 from popcorn.testing.mockllm import MockLLM
+from popcorn.writer.craft import check_shot, restates
 from popcorn.writer.prompts import PromptTemplates, basic_messages
 
 
@@ -64,8 +65,11 @@ def test_two_mock_names_are_two_models_with_the_same_answers():
 
 def test_without_references_the_mock_writes_a_script_about_the_query():
     script = answer(MockLLM(), basic_messages("A cat learning to skateboard"))
-    assert script["title"] == "A cat learning to skateboard"
+    assert script["title"] == "Skateboard, Up Close"
     assert "A cat learning to skateboard" in script["video_prompt"]
+    # What the popcorn profile's gate asks of a script: a title of its own, a shot.
+    assert not restates("A cat learning to skateboard", script["title"])
+    assert check_shot(script["video_prompt"]).ok
     assert set(script) == {"title", "cover_prompt", "video_prompt"}
 
 

@@ -246,8 +246,24 @@ def test_any_valid_object_in_prose_round_trips(obj, before, after):
 
 
 def _normalised(value: str) -> str:
-    """What the parser promises to keep of a field: the text minus wrapping marks."""
-    text = value.strip().strip("*_`").strip()
+    """What the parser promises to keep of a field: the text minus wrapping marks and
+    trailing JSON debris."""
+    from popcorn.writer.parser import _without_debris
+
+    text = _without_debris(value.strip()).strip("*_`").strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         text = text[1:-1].strip()
     return text
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ('A skater lands a kickflip (2014)", [] {', "A skater lands a kickflip (2014)"),
+        ("A skater lands a kickflip, }", "A skater lands a kickflip"),
+        ('A sign reads "OPEN"', 'A sign reads "OPEN"'),  # a quote alone is the text's own
+    ],
+)
+def test_trailing_json_debris_never_reaches_a_prompt(value: str, kept: str):
+    answer = json.dumps({**GOOD, "video_prompt": value})
+    assert parse_script(answer).script.video_prompt == kept

@@ -20,9 +20,10 @@ from popcorn.runs.store import Run
 from popcorn.testing.plugins import FLIPBOOK_ENTRY_POINTS, FLIPBOOK_PLUGIN
 
 SCRIPT = {
-    "title": "Skateboarding Cats of Tokyo",
+    "title": "Kickflip Kitty Takes Shibuya",
     "cover_prompt": "A ginger cat mid-kickflip over a neon Tokyo street at dusk",
-    "video_prompt": "A ginger cat rolls down a ramp, pops a kickflip and lands as the crowd cheers",
+    "video_prompt": "A ginger cat rolls down a ramp, pops a kickflip and lands"
+    " as the crowd cheers, low angle",
 }
 QUERY = "Cats on skateboards in Tokyo"
 
@@ -163,7 +164,7 @@ CONCURRENT_PLUGIN = textwrap.dedent(
             script = {
                 "title": "Echo " + str(decoding.seed),
                 "cover_prompt": "A bright poster about " + query,
-                "video_prompt": "A three second clip about " + query,
+                "video_prompt": "A cook flips a pancake in close-up, about " + query,
             }
             return Completion(text=json.dumps(script))
 

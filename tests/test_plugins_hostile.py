@@ -21,9 +21,10 @@ from conftest import CliResult, FaultProxy
 from popcorn.testing.plugins import FLIPBOOK_ENTRY_POINTS, FLIPBOOK_PLUGIN
 
 SCRIPT = {
-    "title": "Skateboarding Cats of Tokyo",
+    "title": "Kickflip Kitty Takes Shibuya",
     "cover_prompt": "A ginger cat mid-kickflip over a neon Tokyo street at dusk",
-    "video_prompt": "A ginger cat rolls down a ramp, pops a kickflip and lands as the crowd cheers",
+    "video_prompt": "A ginger cat rolls down a ramp, pops a kickflip and lands"
+    " as the crowd cheers, low angle",
 }
 QUERY = "Cats on skateboards in Tokyo"
 RunCli = Callable[..., CliResult]

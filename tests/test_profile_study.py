@@ -428,7 +428,8 @@ def test_scoring_never_retrieves_a_reference_shown_to_the_llm_with_the_test_spli
 _SCRIPT = {
     "title": "Kickflip Cat Takes the City",
     "cover_prompt": "A ginger cat mid-kickflip over a neon street at dusk, crowd cheering",
-    "video_prompt": "A ginger cat rolls down a ramp, pops a kickflip and lands as people cheer",
+    "video_prompt": "A ginger cat rolls down a ramp, pops a kickflip and lands"
+    " as people cheer, slow motion",
 }
 # What API models sent back in the study, in the forms the parser must take: a reasoning
 # model's <think> block, the seven steps in free text before the final JSON, a fenced answer.
@@ -496,7 +497,7 @@ def test_the_study_grid_runs_end_to_end_under_the_paper_profile(
         """,
         ["A cat learning to skateboard"],
     )
-    ran = cli("study", "run", str(path), "--json")
+    ran = cli("study", "run", str(path), "--json", "--no-check")
     assert ran.code == 0, ran.err
     summary = json.loads(ran.out)
     assert summary["profile"] == "paper" and summary["jobs"] == 6 * 4 * 2

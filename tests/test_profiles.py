@@ -1,5 +1,5 @@
-"""The two profiles: the README's table of differences is the code's, and settings follow the
-chosen profile unless the user set them."""
+"""The two profiles: the table of differences in docs/profiles.md is the code's, and settings
+follow the chosen profile unless the user set them."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ from popcorn import profiles
 from popcorn.config import load_settings
 from popcorn.errors import UsageError
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+TABLE_PAGE = Path(__file__).resolve().parents[1] / "docs" / "profiles.md"
 
 
-def test_the_readme_table_is_generated_from_the_profiles():
-    text = README.read_text(encoding="utf-8")
+def test_the_docs_table_is_generated_from_the_profiles():
+    text = TABLE_PAGE.read_text(encoding="utf-8")
     found = re.search(r"<!-- profiles:begin -->\n(.*?)\n<!-- profiles:end -->", text, re.S)
-    assert found, "README.md lost its profiles table markers"
+    assert found, "docs/profiles.md lost its profiles table markers"
     assert found.group(1).strip() == profiles.markdown_table(), (
-        "README.md's profiles table is stale: paste the output of 'python -m popcorn.profiles'"
+        "docs/profiles.md's profiles table is stale: "
+        "paste the output of 'python -m popcorn.profiles'"
     )
 
 

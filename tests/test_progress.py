@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import threading
 
-from popcorn.progress import StepClock, report, reporting, step_callback
+from rich.console import Console
+
+from popcorn.progress import Counts, StepClock, report, reporting, step_callback
 
 
 def test_nothing_is_reported_and_no_callback_is_made_without_a_reporter():
@@ -86,3 +89,76 @@ def test_a_model_load_is_logged_with_its_time_and_memory(caplog):
         pass
     (record,) = [r for r in caplog.records if r.name == "popcorn.load"]
     assert record.getMessage().startswith("loaded ltx (Lightricks/LTX) in 0.0 s (peak RSS ")
+
+
+# --- counted progress (popcorn.progress.Counts) -----------------------------------------------
+
+
+def _log() -> tuple[Console, io.StringIO]:
+    """A console writing to a file, as stderr is under nohup or a scheduler."""
+    stream = io.StringIO()
+    return Console(file=stream), stream
+
+
+def test_counted_progress_off_a_terminal_is_a_plain_line_per_five_percent(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr("popcorn.progress.time.monotonic", lambda: now[0])
+    console, stream = _log()
+    with Counts(console, heartbeat=3600) as counts:
+        counts.update("generating", 0, 200, failed=0)
+        for done in range(1, 201):
+            now[0] += 2.0
+            counts.update("generating", done, 200, failed=done // 100)
+        counts.update("generating", 200, 200, failed=2)  # a repeated last update: no new line
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
+    assert len(lines) == 21  # the start, then every 10 of the 200 (5%), the last at the end
+    assert lines[0] == "popcorn: generating: 0/200 (0%), 0 failed, 0:00 elapsed"
+    assert lines[1] == "popcorn: generating: 10/200 (5%), 0 failed, 0:20 elapsed, 6:20 left"
+    assert lines[10] == "popcorn: generating: 100/200 (50%), 1 failed, 3:20 elapsed, 3:20 left"
+    assert lines[-1] == "popcorn: generating: 200/200 (100%), 2 failed, 6:40 elapsed"
+
+
+def test_small_batches_get_a_line_per_item_and_no_failure_count_unless_given():
+    console, stream = _log()
+    with Counts(console, heartbeat=3600) as counts:
+        for done in range(4):
+            counts.update("script", done, 3)
+    counts_seen = [line.split(":")[2].split()[0] for line in stream.getvalue().splitlines()]
+    assert counts_seen == ["0/3", "1/3", "2/3", "3/3"]
+    assert "failed" not in stream.getvalue()
+
+
+def test_the_time_left_leaves_out_the_wait_before_the_first_item(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr("popcorn.progress.time.monotonic", lambda: now[0])
+    console, stream = _log()
+    with Counts(console, heartbeat=3600) as counts:
+        counts.update("generating", 0, 10)
+        now[0] = 60.0  # a model loads, then the first query is done
+        counts.update("generating", 1, 10)
+        now[0] = 62.0  # each query after it takes 2 s
+        counts.update("generating", 2, 10)
+    lines = stream.getvalue().splitlines()
+    assert lines[2] == "popcorn: generating: 2/10 (20%), 1:02 elapsed, 0:16 left"
+
+
+def test_quiet_work_still_writes_a_line_every_heartbeat():
+    """A query that takes minutes (a clip rendering) must not leave a log silent."""
+    console, stream = _log()
+    with Counts(console, heartbeat=0.05) as counts:
+        counts.update("generating", 0, 2, failed=0)
+        for _ in range(200):  # a guard against hanging, not a timing
+            if len(stream.getvalue().splitlines()) >= 3:
+                break
+            threading.Event().wait(0.05)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 3 and all(line.startswith("popcorn: generating: 0/2 ") for line in lines)
+
+
+def test_finished_work_gets_no_more_heartbeat_lines():
+    console, stream = _log()
+    with Counts(console, heartbeat=0.01) as counts:
+        counts.update("embedding", 5, 5)
+        threading.Event().wait(0.2)
+    assert stream.getvalue().splitlines() == ["popcorn: embedding: 5/5 (100%), 0:00 elapsed"]

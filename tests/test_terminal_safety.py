@@ -25,7 +25,8 @@ LITERAL = "[/] [red]x[/red]"
 SCRIPT = {
     "title": f"Skate {HOSTILE}",
     "cover_prompt": "A kitten on a skateboard \x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\",
-    "video_prompt": "The kitten rolls :cat: [bold]down[/bold] the ramp\x9b31m and\r lands",
+    "video_prompt": "The kitten rolls :cat: [bold]down[/bold] the ramp\x9b31m"
+    " and\r lands in close-up",
 }
 
 

@@ -94,6 +94,23 @@ class LLMSettings(_Section):
     )
     attempts: int = Field(3, ge=1, le=10)
     """Fresh tries when an answer cannot be parsed or the quality gate rejects it."""
+    drafts: int | None = setting(
+        None,
+        "Drafts sampled per attempt, the best kept by the quality gate.  [default: the "
+        "profile's: 3 for a small local model under popcorn, else 1]",
+        group="LLM",
+        ge=1,
+        le=16,
+        output="changed",
+    )
+    draft_seconds: float | None = setting(
+        None,
+        "Most seconds the drafts of one attempt may take (the first is always made); a cap "
+        "makes the kept answer depend on the machine's speed.  [default: no cap]",
+        group="LLM",
+        gt=0,
+        output="changed",
+    )
     n_ctx: int = Field(4096, ge=256)
     n_gpu_layers: int = setting(-1, ge=-1, output=False)
     """llama.cpp layers on the GPU (-1 all; a CPU-only build ignores it); --device cpu sets 0."""

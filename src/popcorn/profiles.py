@@ -8,7 +8,7 @@ silently. The profile is recorded in every manifest and is part of every job key
 A setting the user gives explicitly (a flag, the environment, a file) wins over the profile's
 default for it (:meth:`Profile.setting_defaults`); the profile's behaviours that are not
 settings (what an API request carries, how references are pooled and routed) follow the
-profile alone. ``python -m popcorn.profiles`` prints the table of differences that the README
+profile alone. ``python -m popcorn.profiles`` prints the table of differences that docs/profiles.md
 holds (a test keeps the two equal).
 """
 
@@ -70,6 +70,9 @@ class Profile:
     fix_titles: bool
     """Ask again once for a title over 50 characters, then cut it; else it is kept as written,
     flagged ``title_over_limit``."""
+    drafts: int = 1
+    """Drafts sampled per attempt for a small local model, the best kept by the gate's
+    measures (:mod:`popcorn.writer.drafts`); other models get one."""
 
     def setting_defaults(self) -> dict[str, dict[str, Any]]:
         """Defaults this profile gives to :class:`~popcorn.config.Settings` keys (a user's
@@ -124,6 +127,7 @@ POPCORN = Profile(
     judge="any",
     best_of_n=True,
     fix_titles=True,
+    drafts=3,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (PAPER, POPCORN)}
@@ -164,6 +168,9 @@ WHY: dict[str, str] = {
     "video prompt for frame captions) scores differently, so only outside a paper study",
     "best_of_n": "the study scored one script per job; picking the best of N by the predictor "
     "that then scores it inflates the score, so only outside a paper study",
+    "drafts": "a small model writes a usable script often and a good one rarely; the best of "
+    "three drafts of one prompt (evaluated once) keeps titles of its own and video prompts that "
+    "describe a shot; the study sampled one answer",
 }
 """Why Popcorn differs, per field (empty where both profiles agree)."""
 
@@ -186,6 +193,7 @@ _LABELS: dict[str, str] = {
     "fix_titles": "title over 50 characters asked again, then cut",
     "judge": "study predictor recipe",
     "best_of_n": "best-of-N in studies (`candidates`)",
+    "drafts": "drafts per attempt, small local models (best kept by the gate)",
 }
 
 
@@ -221,7 +229,7 @@ def differences() -> list[tuple[str, str, str, str]]:
 
 
 def markdown_table() -> str:
-    """The README's table of differences, generated from the two profiles."""
+    """The table in docs/profiles.md of differences, generated from the two profiles."""
     lines = ["| setting | paper | popcorn | why Popcorn differs |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in differences()]
     return "\n".join(lines)

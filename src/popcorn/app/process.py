@@ -23,18 +23,20 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from popcorn.app.requests import AppConfig, Request, describe_run
+from popcorn.app.readiness import skip_reason
+from popcorn.app.requests import MODES, AppConfig, Request, describe_run
 from popcorn.errors import PopcornError
 
 if TYPE_CHECKING:
     from popcorn.pipeline import Pipeline
 
-MODES = ("basic", "pe")
+__all__ = ["MODES", "ModelProcess", "ModelProcessDied", "Models", "serve_requests"]
 LLMS_KEPT = 2
 """In-process LLMs the model process keeps loaded: a request for one more lets them all go
 first (one LLM's weights can fill a GPU). Pipelines are built per request: they hold no model."""
 
-Progress = Callable[[str, str], None]
+Progress = Callable[[str, str, str], None]
+"""progress(stage, state, reason): reason says why a stage was skipped ("" otherwise)."""
 
 _HINTS = {
     signal.SIGILL: (
@@ -157,8 +159,8 @@ def serve_requests(config: AppConfig, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     models = Models(config)
 
-    def progress(name: str, state: str) -> None:
-        conn.send(("stage", name, state))
+    def progress(name: str, state: str, reason: str = "") -> None:
+        conn.send(("stage", name, state, reason))
 
     while True:
         try:
@@ -167,7 +169,7 @@ def serve_requests(config: AppConfig, conn: Connection) -> None:
             return
         if request is None:
             return
-        for mode in MODES:
+        for mode in request.modes:
             try:
                 result = models.run_mode(request, mode, progress)
             except Exception as error:  # the request's error; the process serves the next one
@@ -214,15 +216,22 @@ class Models:
         r = request
         pipeline = self.pipeline(r, mode)
         if r.candidates > 1 and pipeline.predictor is not None:
-            progress(f"{mode}: script", "running")
+            progress(f"{mode}: script", "running", "")
             outcome = pipeline.best_of(r.query, r.candidates, 2)
             for step in ("script", "media", "score"):
-                progress(f"{mode}: {step}", "done")
+                progress(f"{mode}: {step}", "done", "")
             result = describe_run(outcome.winner.result.run_dir)
             # The page needs the candidates' run names, never the server's folders.
             result["candidates"] = [
                 {**c.to_dict(), "run_dir": c.result.run_dir.name} for c in outcome.candidates
             ]
             return result
-        done = pipeline.run(r.query, on_step=lambda step, state: progress(f"{mode}: {step}", state))
+        settings = self.config.settings
+
+        def on_step(name: str, state: str) -> None:
+            # A skipped step says why (no predictor, no clip), so the page can tell the user.
+            why = skip_reason(settings, name, r.video, r.cover) if state == "skipped" else ""
+            progress(f"{mode}: {name}", state, why)
+
+        done = pipeline.run(r.query, on_step=on_step)
         return describe_run(done.run_dir)

@@ -19,6 +19,8 @@ from popcorn.writer.queries import validate_query
 if TYPE_CHECKING:
     from popcorn.runs.store import Run
 
+MODES = ("basic", "pe")
+"""What one request can run, side by side: the plain prompt, and prompt enhancement."""
 REQUEST_TIMEOUT = 30 * 60.0
 """Seconds one request may run by default (``popcorn serve --timeout``)."""
 # PE's ranges are the settings' own (the same as the CLI and study files); best-of-N in the app
@@ -43,6 +45,7 @@ class _Body(BaseModel):
     video: str | None = None
     cover: str | None = None
     candidates: int = 1
+    modes: list[str] | None = None
 
 
 def _body_error(error: ValidationError) -> str:
@@ -53,7 +56,12 @@ def _body_error(error: ValidationError) -> str:
     if name in _NUMBERS:
         low, high = _NUMBERS[name]
         return f"{name} must be a whole number from {low} to {high}"
+    if name == "modes":
+        return _MODES_RULE
     return f"{name} must be a string"
+
+
+_MODES_RULE = f"modes must be a list of one or both of {', '.join(repr(m) for m in MODES)}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,8 @@ class Request:
     video: str = "preview"
     cover: str = "preview"
     candidates: int = 1
+    modes: tuple[str, ...] = MODES
+    """The modes to run, in :data:`MODES` order (both unless the page asks for fewer)."""
 
     @classmethod
     def from_json(cls, data: Any, llms: list[str], videos: list[str], covers: list[str]) -> Request:
@@ -86,6 +96,9 @@ class Request:
         for name, (low, high) in _NUMBERS.items():
             if not low <= getattr(body, name) <= high:
                 raise UsageError(f"{name} must be a whole number from {low} to {high}")
+        modes = MODES if body.modes is None else tuple(m for m in MODES if m in body.modes)
+        if not modes or (body.modes is not None and set(body.modes) - set(MODES)):
+            raise UsageError(_MODES_RULE)
         return cls(
             query=query,
             llm=choice("llm", body.llm, llms, llms[0]),
@@ -94,6 +107,7 @@ class Request:
             video=choice("video", body.video, videos, "preview"),
             cover=choice("cover", body.cover, covers, "preview"),
             candidates=body.candidates,
+            modes=modes,
         )
 
 

@@ -6,7 +6,9 @@ The app answers only the Host names it was bound to (see :mod:`popcorn.app.guard
 error texts carry no credentials or server folders. A run folder that cannot be read is left
 out of the history (and logged), never the cause of an error for the others. A request can be
 cancelled (``POST /api/requests/ID/cancel``), and ``GET /api/health`` says whether the worker
-and the model process are alive.
+and the model process are alive. ``GET /api/options`` says what PE and scoring need that is
+missing, with the commands that get it (:mod:`popcorn.app.readiness`), and ``POST
+/api/demo-corpus`` makes a generated corpus in an empty corpus folder (:mod:`popcorn.app.demo`).
 """
 
 import contextlib
@@ -19,10 +21,12 @@ import socket
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import datetime
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
+from popcorn.app.demo import DemoCorpus
 from popcorn.app.guard import (
     Window,
     allowed_hosts,
@@ -31,6 +35,7 @@ from popcorn.app.guard import (
     regular_file,
     run_folder,
 )
+from popcorn.app.readiness import Need, what_runs
 from popcorn.app.requests import AppConfig, Request, describe_run, load_run
 from popcorn.app.work import Task, Worker, scan_runs
 from popcorn.errors import MissingDependencyError, RunStoreError, UsageError
@@ -77,6 +82,7 @@ def create_app(config: AppConfig) -> Any:
     from popcorn.runs.store import MANIFEST
 
     worker = Worker(config)
+    demo = DemoCorpus(config.corpus)
     videos, covers = [*video_names(), "none"], [*cover_names(), "none"]
     hosts = allowed_hosts(config.host)
 
@@ -126,14 +132,25 @@ def create_app(config: AppConfig) -> Any:
         return page
 
     @app.get("/api/options")
-    async def options() -> dict[str, Any]:
+    def options() -> dict[str, Any]:  # reads a few small files: not on the event loop
+        needs = what_runs(config.settings)
+        if demo.state == "running":  # its files appear one by one: PE waits for all of them
+            needs["pe"] = asdict(Need(False, "the demo corpus is being made", demo=True))
         return {
             "llms": config.llms,
             "videos": videos,
             "covers": covers,
             "predictor": is_trained(config.predictor),
             "pe": (config.corpus / "index").is_dir(),
+            # What PE and scoring need that is missing, and the commands that get it.
+            "needs": needs,
+            "demo_corpus": demo.to_dict(),
         }
+
+    @app.post("/api/demo-corpus")
+    async def make_demo_corpus() -> dict[str, Any]:
+        """Make the generated demo corpus in the corpus folder, when that is empty."""
+        return demo.start()
 
     @app.post("/api/requests")
     async def submit(http: HTTPRequest) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from popcorn.app.process import MODES, ModelProcess, ModelProcessDied
+from popcorn.app.process import ModelProcess, ModelProcessDied
 from popcorn.app.requests import AppConfig, Request
 from popcorn.errors import PopcornError, UsageError, error_line
 
@@ -49,12 +49,15 @@ class Task:
     errors: dict[str, str] = field(default_factory=dict)
     cancel_asked: bool = False
 
-    def stage(self, name: str, state: str) -> None:
+    def stage(self, name: str, state: str, reason: str = "") -> None:
+        """Set stage ``name``'s state; ``reason`` says why it was skipped (kept only then)."""
         for item in self.stages:
             if item["name"] == name:
                 item["state"] = state
+                if reason:
+                    item["reason"] = reason
                 return
-        self.stages.append({"name": name, "state": state})
+        self.stages.append({"name": name, "state": state, **({"reason": reason} if reason else {})})
 
     def fail(self, mode: str, message: str) -> None:
         """Record ``mode``'s error: its running stage failed, the ones after it never ran."""
@@ -120,7 +123,7 @@ class Worker:
             if waiting >= MAX_QUEUE:
                 raise UsageError(f"{waiting} requests are waiting already: try again in a minute")
             task = Task(f"t{next(self._ids)}", request)
-            for mode in MODES:
+            for mode in request.modes:
                 for step in ("script", "media", "score"):
                     task.stage(f"{mode}: {step}", "waiting")
             self.tasks[task.id] = task
@@ -276,7 +279,7 @@ class Worker:
                 continue
             kind, *rest = message
             if kind == "stage":
-                task.stage(rest[0], rest[1])
+                task.stage(*rest[:3])
             elif kind == "result":
                 task.results[rest[0]] = rest[1]
             elif kind == "error":
@@ -285,7 +288,7 @@ class Worker:
                 return
 
     def _unfinished(self, task: Task, message: str) -> None:
-        for mode in MODES:
+        for mode in task.request.modes:
             if mode not in task.results and mode not in task.errors:
                 task.fail(mode, message)
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import click
 
+from popcorn.cli.output import console
 from popcorn.cli.render import warn
 from popcorn.profiles import PROFILE_NAMES
 from popcorn.safety import plain, shown
@@ -87,12 +86,11 @@ def _save(
             )
         )
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    out = console()
     categories = len(corpus_.categories())
-    console.print(
+    out.print(
         shown(
             f"kept {report.kept:,} videos in {categories} categories -> {folder} "
             f"(version {corpus_.version})"
@@ -104,10 +102,10 @@ def _save(
         for reason, count in report.skipped.most_common():
             examples = ", ".join(report.examples.get(reason, []))
             table.add_row(shown(reason), f"{count:,}", shown(examples))
-        console.print(table)
+        out.print(table)
     for note in report.notes:
-        console.print(shown(f"note: {note}"))
-    console.print(shown(f"next: popcorn corpus index --corpus {folder}"))
+        out.print(shown(f"note: {note}"))
+    out.print(shown(f"next: popcorn corpus index --corpus {folder}"))
 
 
 @import_.command("microlens")
@@ -201,20 +199,24 @@ def index(
 ) -> None:
     """Embed every video (title + cover description + caption) and category once, into a
     persistent index inside the corpus folder. Rebuilding replaces it atomically."""
-    from rich.console import Console
-
     from popcorn.config import load_settings
+    from popcorn.progress import Counts
     from popcorn.retrieval.embedders import DEFAULT_EMBEDDER, Embedder
     from popcorn.retrieval.index import build_index
 
     settings = load_settings(config, {"pe": {"corpus": corpus_dir, "embedder": embedder}})
     folder = settings.pe.corpus
     model = Embedder(settings.pe.embedder or DEFAULT_EMBEDDER)
-    err = Console(stderr=True)
-    with _progress(err, "embedding") as advance:
-        meta = build_index(folder, model, batch_size=batch_size, progress=advance)
+    # A bar on a terminal; in a log, a line per 5% of the videos with the time left.
+    with Counts(console(stderr=True)) as counts:
+        meta = build_index(
+            folder,
+            model,
+            batch_size=batch_size,
+            progress=lambda done, total: counts.update("embedding", done, total),
+        )
     rate = meta["videos"] / max(meta["build_seconds"], 1e-9)
-    Console().print(
+    console().print(
         shown(
             f"indexed {meta['videos']:,} videos and {len(meta['categories'])} categories "
             f"with {meta['embedder']['name']} in {meta['build_seconds']:.1f} s "
@@ -280,54 +282,85 @@ def search(
 
 
 def _show_references(found: References) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    out = console()
     # Category names, titles and captions are the corpus's text: shown literally.
     routed = ", ".join(f"{name} ({score:.2f})" for name, score in found.categories)
-    console.print(shown(f"categories: {routed}"))
-    table = Table("#", "label", "comments", "sim", "title", "caption", header_style="bold")
+    out.print(shown(f"categories: {routed}"))
+    table = Table("#", "tier", "comments", "sim", "title", "caption", header_style="bold")
     for ref in found.items:
-        label = "[green]popular[/]" if ref.popular else "[red]unpopular[/]"
         table.add_row(
             str(ref.rank),
-            label,
+            shown(ref.tier, "green" if ref.popular and ref.comment_count else ""),
             f"{ref.comment_count:,}",
             f"{ref.similarity:.2f}",
             shown(ref.title),
             shown(plain(ref.caption)[:60]),
         )
-    console.print(table)
+    out.print(table)
+    if found.items:
+        # The study's split is relative: say what the tiers are, and what PE calls them.
+        out.print(
+            shown(
+                "tier: rank by comment count among the routed categories' videos; PE gives the "
+                "LLM the top 90% as its popular examples and the bottom 10% as unpopular ones"
+            )
+        )
 
 
 @corpus.command()
 @_corpus_option
 @_config_option
-def info(corpus_dir: Path | None, config: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the same as one JSON object.")
+def info(corpus_dir: Path | None, config: Path | None, as_json: bool) -> None:
     """Show the corpus and whether its index is current."""
+    folder = _corpus_folder(corpus_dir, config)
+    found = _corpus_info(folder)
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False))
+        return
+    # The folder, the source and the embedder name come from the user or the corpus files.
+    click.echo(plain(f"corpus   {folder} (version {found['version']}, from {found['source']})"))
+    click.echo(f"videos   {found['videos']:,} in {found['categories']} categories")
+    index = found["index"]
+    if index["usable"]:
+        click.echo(
+            plain(
+                f"index    {index['videos']:,} videos, embedder {index['embedder']}, "
+                f"built {index['built_at']}"
+            )
+        )
+    else:
+        click.echo(plain(f"index    not usable: {index['problem']}"))
+
+
+def _corpus_info(folder: Path) -> dict[str, Any]:
+    """What ``corpus info`` reports: the corpus, and its index or why it cannot be used."""
     from popcorn.errors import UsageError
     from popcorn.retrieval.corpus import Corpus
     from popcorn.retrieval.index import load_index
 
-    folder = _corpus_folder(corpus_dir, config)
     corpus_ = Corpus.load(folder)
-    meta = corpus_.meta
-    # The folder, the source and the embedder name come from the user or the corpus files.
-    click.echo(
-        plain(f"corpus   {folder} (version {corpus_.version}, from {meta['import']['source']})")
-    )
-    click.echo(f"videos   {len(corpus_.videos):,} in {len(corpus_.categories())} categories")
+    found: dict[str, Any] = {
+        "corpus": str(folder),
+        "version": corpus_.version,
+        "source": corpus_.meta["import"]["source"],
+        "videos": len(corpus_.videos),
+        "categories": len(corpus_.categories()),
+    }
     try:
         idx = load_index(folder)
-        click.echo(
-            plain(
-                f"index    {idx.meta['videos']:,} videos, embedder {idx.embedder_name}, "
-                f"built {idx.meta['built_at']}"
-            )
-        )
     except UsageError as err:
-        click.echo(plain(f"index    not usable: {err}"))
+        found["index"] = {"usable": False, "problem": str(err)}
+        return found
+    found["index"] = {
+        "usable": True,
+        "videos": idx.meta["videos"],
+        "embedder": idx.embedder_name,
+        "built_at": idx.meta["built_at"],
+    }
+    return found
 
 
 @corpus.command()
@@ -356,25 +389,3 @@ def synth(folder: Path, videos: int, seed: int, names: str) -> None:
             f"{folder}: {', '.join(report.files)}"
         )
     )
-
-
-@contextmanager
-def _progress(console: Any, label: str) -> Iterator[Callable[[int, int], None]]:
-    """Yield ``advance(done, total)`` driving a progress bar on ``console`` (if a terminal)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
-    task = progress.add_task(label, total=None)
-
-    def advance(done: int, total: int) -> None:
-        progress.update(task, completed=done, total=total)
-
-    with progress:
-        yield advance

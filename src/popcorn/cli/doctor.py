@@ -27,10 +27,11 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "data": ("datasets", "pyarrow"),
     "ray": ("ray",),
     "quant": ("bitsandbytes",),
+    "llm": ("llm",),
 }
 
 # Peak GPU memory of one clip at the preset's own settings, bf16, no offload: measured on an
-# H100 80GB with the published model configs (README, Benchmarks). Presets not listed here were
+# H100 80GB with the published model configs (docs/benchmarks.md). Presets not listed here were
 # not measured.
 PEAK_GIB: dict[str, float] = {
     "ltx": 18.4,

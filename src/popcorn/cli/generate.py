@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +23,7 @@ from popcorn.cli.render import (
 from popcorn.config import DecodingSettings, LLMSettings, PESettingsModel
 from popcorn.config_fields import cli_fields, int_limits, limits
 from popcorn.profiles import PROFILE_NAMES
-from popcorn.safety import one_line, redact, shown
+from popcorn.safety import one_line, plain, redact, shown
 
 if TYPE_CHECKING:
     from popcorn.config import Settings
@@ -45,6 +47,10 @@ def decoding_option(name: str) -> dict[str, Any]:
 
 
 LLM_OPTIONS = next(f for f in cli_fields(LLMSettings) if f.setting == "extra")
+DRAFTS, DRAFT_SECONDS = (
+    next(f for f in cli_fields(LLMSettings) if f.setting == name)
+    for name in ("drafts", "draft_seconds")
+)
 
 
 def _llm_help() -> str:
@@ -57,7 +63,8 @@ def _llm_help() -> str:
 
 _GROUPS = {
     "Input and output": ["queries_file", "out", "as_json", "force", "concurrency", "config"],
-    "LLM": ["spec", "profile", "base_url", LLM_OPTIONS.param, "timeout", "attempts", "n_ctx",
+    "LLM": ["spec", "profile", "base_url", LLM_OPTIONS.param, "timeout", "attempts",
+            DRAFTS.param, DRAFT_SECONDS.param, "n_ctx",
             "n_gpu_layers", "device_map", "dtype", "load_in_4bit", "load_in_8bit", "batch_size"],
     "Decoding": ["temperature", "top_p", "repetition_penalty", "seed", "max_tokens"],
     "Prompt enhancement": ["pe", "refs", "categories", "corpus"],
@@ -80,6 +87,8 @@ _GROUPS = {
 @click.option("--llm", "spec", metavar="SPEC", cls=LazyHelpOption, help_text=_llm_help)
 @click.option("--base-url", help="OpenAI-compatible endpoint (else OPENAI_BASE_URL).")
 @setting_option(LLMSettings, LLM_OPTIONS)
+@setting_option(LLMSettings, DRAFTS)
+@setting_option(LLMSettings, DRAFT_SECONDS)
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -89,7 +98,8 @@ _GROUPS = {
     "--json",
     "as_json",
     is_flag=True,
-    help="Print JSON: one object, or one line per query in a batch.",
+    help="Print JSON: one object, or one line per query in a batch; a query that fails "
+    'prints {"query": ..., "error": ...}.',
 )
 @click.option(
     "--concurrency",
@@ -187,7 +197,7 @@ _GROUPS = {
     "--profile",
     type=click.Choice(PROFILE_NAMES),
     help="paper: every condition of the LLMPopcorn study; popcorn: Popcorn's improvements "
-    "(see the README's table).  [default: popcorn]",
+    "(see docs/profiles.md).  [default: popcorn]",
 )
 @click.option(
     "--config",
@@ -235,9 +245,10 @@ def generate(
         query = validate_query(query)
     deprecated_device_flags(flags)
     media = media_overrides(flags)
-    settings = settings_from_flags(config, flags, media)
-    pipeline = Pipeline(settings, pe=pe, score="always" if flags["predictor"] else "auto")
-    pipeline.check()
+    with _failure_as_json(query if as_json and candidates == 1 else None):
+        settings = settings_from_flags(config, flags, media)
+        pipeline = Pipeline(settings, pe=pe, score="always" if flags["predictor"] else "auto")
+        pipeline.check()
     if candidates > 1:
         if query is None:
             raise UsageError("--candidates needs one QUERY, not --queries")
@@ -246,7 +257,7 @@ def generate(
     if query is not None:
         from popcorn.cli.watch import StageWatch
 
-        with StageWatch() as watch:
+        with _failure_as_json(query if as_json else None), StageWatch() as watch:
             result = pipeline.run(query, force=force, on_step=watch.step)
         if as_json:
             click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
@@ -260,8 +271,8 @@ def generate(
 
 
 _LLM_FLAGS = (
-    "base_url", "timeout", "attempts", "n_ctx", "n_gpu_layers", "device_map", "dtype",
-    "load_in_4bit", "load_in_8bit", "batch_size",
+    "base_url", "timeout", "attempts", "drafts", "draft_seconds", "n_ctx", "n_gpu_layers",
+    "device_map", "dtype", "load_in_4bit", "load_in_8bit", "batch_size",
 )  # fmt: skip
 _DECODING_FLAGS = ("temperature", "top_p", "repetition_penalty", "seed", "max_tokens")
 
@@ -312,7 +323,7 @@ def _best_of(
         full = "" if c.score is None else f"{c.score.score:.3f}"
         table.add_row(mark, str(c.seed), shown(c.result.script.title), f"{c.text_only:.3f}", full)
     Console().print(table)
-    Console().print(shown(f"winner: {outcome.winner.result.run_dir}"))
+    click.echo(plain(f"winner: {outcome.winner.result.run_dir}"))
 
 
 def _show(result: RunResult) -> None:
@@ -349,14 +360,13 @@ def _show(result: RunResult) -> None:
 
 
 def _batch(pipeline: Pipeline, items: QueryList, force: bool, as_json: bool, source: Path) -> None:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from popcorn.cli.output import console
     from popcorn.errors import PopcornError
     from popcorn.pipeline import RunResult
+    from popcorn.progress import Counts
     from popcorn.writer.queries import printable_query
 
-    err = Console(stderr=True)
+    err = console(stderr=True)
     refused = items.refused
     if as_json:
         for row in refused:
@@ -371,21 +381,15 @@ def _batch(pipeline: Pipeline, items: QueryList, force: bool, as_json: bool, sou
                 f"{pipeline.generator.llm.spec} runs in this process: one query at a time", "yellow"
             )
         )
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[failed]} failed"),
-        console=err,
-        transient=False,
-        disable=not err.is_terminal,
-    )
-    task = progress.add_task("generating", total=len(items), failed=0)
-    failed = 0
+    # A bar on a terminal; in a pipe or a log, a line per item or per 5% with counts and ETA.
+    progress = Counts(err)
+    total = len({" ".join(item.query.split()) for item in items})  # duplicates run once
+    progress.update("generating", 0, total, failed=0)
+    failed = finished = 0
 
     def on_result(item: QueryItem, outcome: RunResult | Exception) -> None:
-        nonlocal failed
+        nonlocal failed, finished
+        finished += 1
         if isinstance(outcome, RunResult):
             line = outcome.to_dict()
         else:
@@ -394,13 +398,13 @@ def _batch(pipeline: Pipeline, items: QueryList, force: bool, as_json: bool, sou
         if as_json:
             sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
             sys.stdout.flush()
-        progress.update(task, advance=1, failed=failed)
+        progress.update("generating", finished, total, failed=failed)
 
     try:
         with progress:
             report = pipeline.run_many(items, force=force, on_result=on_result)
     except KeyboardInterrupt:
-        done_count = int(progress.tasks[0].completed)
+        done_count = progress.done("generating")
         err.print(
             shown(
                 f"popcorn: interrupted after {done_count} of {len(items)} queries; finished runs "
@@ -437,6 +441,20 @@ def _batch(pipeline: Pipeline, items: QueryList, force: bool, as_json: bool, sou
         )
     if problems:
         raise PopcornError("; ".join(problems))
+
+
+@contextmanager
+def _failure_as_json(query: str | None) -> Iterator[None]:
+    """With ``--json`` and one QUERY, a failure also prints ``{"query": ..., "error": ...}`` on
+    stdout, as a batch does for each query that fails, so a script reading stdout sees it; the
+    error then ends the command as any error does (one line on stderr, exit 1)."""
+    try:
+        yield
+    except Exception as err:
+        if query is not None:
+            line = {"query": query, "error": redact(one_line(err))}
+            click.echo(json.dumps(line, ensure_ascii=False))
+        raise
 
 
 def _query_from_stdin() -> str:

@@ -10,7 +10,7 @@ import sys
 import click
 
 from popcorn import __version__
-from popcorn.errors import PopcornError
+from popcorn.errors import PopcornError, missing_extra
 from popcorn.safety import one_line, plain, redact
 
 _COMMANDS = {
@@ -73,8 +73,23 @@ def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
     handler.setFormatter(_SafeFormatter("popcorn: %(levelname)s: %(message)s"))
     # Other libraries stay at WARNING: -v is about Popcorn's own events (loads, cache hits,
     # retries, stage timings), not transformers' or httpx's INFO noise.
+    handler.addFilter(_not_printed_already)
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("popcorn").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _not_printed_already(record: logging.LogRecord) -> bool:
+    """False for a record a library's own handler prints already: huggingface_hub gives its
+    logger a handler of its own and still passes records on to ours, which would show each
+    of its warnings twice."""
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None and logger is not logging.root:
+        if logger.handlers:
+            return False
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    return True
 
 
 class _SafeFormatter(logging.Formatter):
@@ -136,6 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:  # a bug: say so in one line unless asked for the traceback
         if debug:
             raise
+        missing = missing_extra(err) if isinstance(err, ModuleNotFoundError) else None
+        if missing is not None:  # an optional package is not installed: no bug, and its fix
+            _error_line("error: ", missing)
+            sys.exit(1)
         from popcorn.registry import plugin_blamed
 
         blamed = plugin_blamed(err)

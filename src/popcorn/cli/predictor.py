@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from popcorn.cli.corpus import _config_option, _corpus_option, _progress
+from popcorn.cli.corpus import _config_option, _corpus_option
 from popcorn.safety import shown
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ _profile_option = click.option(
     "--profile",
     type=click.Choice(["paper", "popcorn"]),
     help="paper: MMRA's configuration, as the LLMPopcorn study trained its judge; popcorn: "
-    "Popcorn's (see the README).  [default: [run] profile, else popcorn]",
+    "Popcorn's (see docs/profiles.md).  [default: [run] profile, else popcorn]",
 )
 
 
@@ -47,16 +47,17 @@ def _settings(config: Path | None, profile: str | None = None, **predictor: Any)
 
 
 def _err() -> Any:
-    from rich.console import Console
+    from popcorn.cli.output import console
 
-    return Console(stderr=True)
+    return console(stderr=True)
 
 
 def _print(text: str) -> None:
-    """Print literally: lines quote titles, file names and paths (never Rich markup)."""
-    from rich.console import Console
+    """Print literally: lines quote titles, file names and paths (never Rich markup); piped,
+    a long line stays whole."""
+    from popcorn.cli.output import console
 
-    Console().print(shown(text))
+    console().print(shown(text))
 
 
 @click.group()
@@ -145,7 +146,10 @@ def features(
     recipe = settings.profile.predictor
     title, search, frame_captioner = _feature_encoders(settings)
     encoder = visual_encoder(p.visual, device=p.device)
-    with _progress(_err(), "encoding videos") as advance:
+    from popcorn.progress import Counts
+
+    # A bar on a terminal; in a log, a line per 5% of the videos with the time left.
+    with Counts(_err()) as counts:
         _, report = extract(
             settings.pe.corpus,
             videos,
@@ -153,7 +157,7 @@ def features(
             encoder,
             title,
             frames,
-            advance,
+            lambda done, total: counts.update("encoding videos", done, total),
             retrieval=search,
             captioner=frame_captioner,
             recipe=recipe,

@@ -229,28 +229,64 @@ def show_media(run_dir: Path, stage: dict[str, Any]) -> None:
 
 
 @click.command()
-def generators() -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object a line: kind, name, model, summary, notes, options, honours "
+    "(or broken: why).",
+)
+def generators(as_json: bool) -> None:
     """List the clip and cover generators, their default models and settings.
 
     Presets follow the profile: under paper each runs at the study's exact settings, under
     popcorn at Popcorn's. Under each preset: the study's settings, then every setting where
     Popcorn's differ and why (or that the study did not use the model)."""
-    from popcorn.media.registry import COVER, VIDEO, preset_notes
-    from popcorn.media.registry import listing as rows
-
-    # Names, models and summaries of plugins are their own text: no control characters pass.
-    for kind, name, model, summary in rows():
-        click.echo(f"{kind:<6} {one_line(name):<12} {one_line(summary)}")
-        if model != "-":
-            click.echo(f"{'':<19} model: {one_line(model)}")
-        if summary.startswith("broken: "):
+    rows = _generator_rows()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    for row in rows:
+        if "broken" in row:
+            click.echo(f"{row['kind']:<6} {row['name']:<12} broken: {row['broken']}")
             continue
-        for note in preset_notes(kind, name):
+        click.echo(f"{row['kind']:<6} {row['name']:<12} {row['summary']}")
+        if row["model"] is not None:
+            click.echo(f"{'':<19} model: {row['model']}")
+        for note in row["notes"]:
             click.echo(f"{'':<19} {note}")
+        flag = "--video-opt" if row["kind"] == "video" else "--cover-opt"
+        for option, text in row["options"].items():
+            click.echo(f"{'':<19} {flag} {option}=...: {text}")
+        if row["honours"] is not None:
+            click.echo(f"{'':<19} honours: {', '.join(row['honours']) or 'no setting'}")
+
+
+def _generator_rows() -> list[dict[str, Any]]:
+    """Every clip and cover generator as plain data (``honours``: the media settings it
+    follows, None when it does not say). Names, models and summaries of plugins are their own
+    text: kept to one line with no control characters."""
+    from popcorn.media.registry import COVER, VIDEO, preset_notes
+    from popcorn.media.registry import listing as listed
+
+    rows: list[dict[str, Any]] = []
+    for kind, name, model, summary in listed():
+        if summary.startswith("broken: "):
+            broken = summary.removeprefix("broken: ")
+            rows.append({"kind": kind, "name": one_line(name), "broken": one_line(broken)})
+            continue
         entry = (VIDEO if kind == "video" else COVER).entry(name)
-        flag = "--video-opt" if kind == "video" else "--cover-opt"
-        for option, text in entry.options().items():
-            click.echo(f"{'':<19} {flag} {one_line(option)}=...: {one_line(text)}")
         honours = entry.honours()
-        if honours is not None:
-            click.echo(f"{'':<19} honours: {', '.join(sorted(honours)) or 'no setting'}")
+        rows.append(
+            {
+                "kind": kind,
+                "name": one_line(name),
+                "model": None if model == "-" else one_line(model),
+                "summary": one_line(summary),
+                "notes": preset_notes(kind, name),
+                "options": {one_line(k): one_line(v) for k, v in entry.options().items()},
+                "honours": None if honours is None else sorted(honours),
+            }
+        )
+    return rows

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from popcorn.errors import PopcornError
-from popcorn.safety import one_line, plain, shown
+from popcorn.safety import one_line, plain, redact, shown
 
 if TYPE_CHECKING:
     from popcorn.runs.store import Run
@@ -126,6 +126,7 @@ def runs() -> None:
     Examples:
       popcorn runs list --status failed
       popcorn runs show a-cat-learning-to-skateboard-1a2b
+      popcorn runs show a-cat --transcript
       popcorn runs open a-cat --folder
       popcorn runs delete a-cat-learning-to-skateboard-1a2b --yes
     """
@@ -140,9 +141,11 @@ def runs() -> None:
 def list_runs(
     out: Path | None, contains: str | None, status: str | None, limit: int, as_json: bool
 ) -> None:
-    """The newest runs first."""
-    from rich.console import Console
+    """The newest runs first: a table on a terminal; piped, one run a line with tab-separated
+    columns (created, status, mode, score, title / query, run) after a header line."""
     from rich.table import Table
+
+    from popcorn.cli.output import console, is_terminal
 
     notes: list[str] = []
     found = [
@@ -161,33 +164,66 @@ def list_runs(
     if not found:
         click.echo(plain(f"no runs in {_store(out)}"), err=True)
         return
+    rows = [_list_row(row) for row in found]
+    if not is_terminal(console()):
+        # A pipe or a file: one run a line, tab-separated, full names, no colour or wrapping.
+        for cells in [list(_LIST_COLUMNS), *rows]:
+            click.echo("\t".join(cells))
+        return
+    screen = console()
     table = Table(box=None, padding=(0, 1))
-    for column in ("created", "status", "mode", "score", "title / query", "run"):
-        table.add_column(column, overflow="fold")
-    for row in found:
-        score = "" if row["score"] is None else f"{row['score']:.2f}"
-        text = row["title"] or one_line(row["query"])
-        table.add_row(
-            str(row["created_at"])[:16].replace("T", " "),
-            row["status"],
-            row["mode"],
-            score,
-            shown(text[:70]),
-            shown(row["run"]),
-        )
-    Console().print(table)
+    for column in _LIST_COLUMNS:
+        table.add_column(column, no_wrap=True)
+    room = _title_room(rows, screen.width)
+    for cells in rows:
+        title = cells[4] if len(cells[4]) <= room else cells[4][: room - 1] + "…"
+        table.add_row(*(shown(cell) for cell in [*cells[:4], title, cells[5]]))
+    screen.print(table)
+
+
+def _title_room(rows: list[list[str]], width: int) -> int:
+    """How wide the title column can be on a terminal ``width`` wide: one line a run, and the
+    title gives way so that the run's name, which the other commands take, stays whole."""
+    others = [
+        max(len(column), *(len(cells[i]) for cells in rows))
+        for i, column in enumerate(_LIST_COLUMNS)
+        if i != 4
+    ]
+    return max(12, width - sum(others) - 2 * len(_LIST_COLUMNS))
+
+
+_LIST_COLUMNS = ("created", "status", "mode", "score", "title / query", "run")
+
+
+def _list_row(row: dict[str, Any]) -> list[str]:
+    """A run's cells for ``runs list``: plain text with no tabs or newlines."""
+    score = "" if row["score"] is None else f"{row['score']:.2f}"
+    text = one_line(row["title"] or row["query"])[:70]
+    created = str(row["created_at"])[:16].replace("T", " ")
+    return [
+        one_line(cell) for cell in (created, row["status"], row["mode"], score, text, row["run"])
+    ]
 
 
 @runs.command()
 @click.argument("name")
 @_out_option
 @click.option("--json", "as_json", is_flag=True, help="The whole manifest as JSON.")
-def show(name: str, out: Path | None, as_json: bool) -> None:
+@click.option(
+    "--transcript",
+    is_flag=True,
+    help="The LLM transcript instead: each attempt's messages, the model's answer and what "
+    "became of it (with --json: the transcript file as it is).",
+)
+def show(name: str, out: Path | None, as_json: bool, transcript: bool) -> None:
     """One run: its query, script, media, score and files."""
     from rich.console import Console
     from rich.table import Table
 
     run = _find(_store(out), name)
+    if transcript:
+        _show_transcript(run, as_json)
+        return
     if as_json:
         click.echo(json.dumps(run.manifest.model_dump(mode="json"), ensure_ascii=False))
         return
@@ -214,12 +250,67 @@ def show(name: str, out: Path | None, as_json: bool) -> None:
     Console(soft_wrap=False).print(table)
 
 
+def _show_transcript(run: Run, as_json: bool) -> None:
+    """The run's transcript: every attempt's messages, the answer and its outcome, as plain
+    text (the model's words and the prompts are shown literally, without control sequences)."""
+    from popcorn.errors import RunStoreError
+
+    name = run.manifest.files.get("transcript", "transcript.json")
+    try:
+        found = run.read_json(name)
+        attempts = found["attempts"]
+    except FileNotFoundError:
+        raise RunStoreError(
+            f"run {run.path.name} has no {name}: no model was asked yet, or the file was "
+            f"deleted (see 'popcorn runs show {run.path.name}')"
+        ) from None
+    except (PopcornError, OSError, ValueError, KeyError, TypeError) as err:
+        raise RunStoreError(
+            f"run {run.path.name}'s {name} cannot be read ({one_line(err)[:200]})"
+        ) from None
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False))
+        return
+    lines: list[str] = []
+    for attempt in attempts if isinstance(attempts, list) else []:
+        lines += _attempt_lines(attempt if isinstance(attempt, dict) else {})
+    text = redact(plain("\n".join(lines))) if lines else f"{run.path.name}: no attempts recorded"
+    click.echo(text)
+
+
+def _attempt_lines(attempt: dict[str, Any]) -> list[str]:
+    """One attempt of a transcript as text: a heading, each message, the answer, the outcome."""
+    heading = f"=== attempt {attempt.get('attempt', '?')}"
+    if "draft" in attempt:
+        heading += f", draft {attempt['draft']}"
+    seconds = attempt.get("seconds")
+    took = f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "time not recorded"
+    heading += f" (seed {attempt.get('seed', '?')}, {took})"
+    lines = [heading]
+    for message in attempt.get("messages") or []:
+        if isinstance(message, dict):
+            lines += [f"--- {message.get('role', '?')}", str(message.get("content", ""))]
+    lines += ["--- answer", str(attempt.get("raw", ""))]
+    outcome = attempt.get("outcome") or {}
+    if outcome.get("ok"):
+        lines.append("--- outcome: kept")
+    else:
+        why = " ".join(str(outcome.get(k) or "") for k in ("reason", "detail")).strip()
+        lines.append(f"--- outcome: not kept ({one_line(why) or 'no reason recorded'})")
+    gate = attempt.get("gate")
+    if isinstance(gate, dict) and not gate.get("ok", True):
+        lines.append(f"--- quality gate: {one_line(gate.get('reason') or '')}")
+    return [*lines, ""]
+
+
 @runs.command("open")
 @click.argument("name")
 @_out_option
 @click.option("--folder", is_flag=True, help="Open the run folder instead of its clip.")
 def open_run(name: str, out: Path | None, folder: bool) -> None:
-    """Open a run's clip (or cover, or folder) with this machine's default application."""
+    """Open a run's clip (or cover, or folder) with this machine's default application. With
+    no desktop (no display, or the opener fails) it says so in one line, with the path to open
+    by hand, and exits 1."""
     from popcorn.errors import UsageError
 
     run = _find(_store(out), name)
@@ -231,9 +322,39 @@ def open_run(name: str, out: Path | None, folder: bool) -> None:
         if not chosen:
             raise UsageError(f"run {run.path.name} has no clip or cover yet: --folder opens it")
         target = _own_file(run, role, chosen)
+    problem = _open_with_desktop(target)
+    if problem is not None:
+        raise UsageError(f"{problem}: open {plain(str(target))} by hand (or copy it to a desktop)")
     click.echo(plain(str(target)))
-    if click.launch(str(target), locate=False) != 0:
-        raise UsageError(f"no application opened {plain(str(target))!r} (no desktop here?)")
+
+
+def _open_with_desktop(target: Path) -> str | None:
+    """Ask the desktop to open ``target``; None when it took it, else why not. The opener's own
+    messages (xdg-open's, a browser's) are not shown: they say nothing the user can act on."""
+    import subprocess
+
+    if sys.platform == "win32":
+        try:
+            os.startfile(target)  # type: ignore[attr-defined]  # Windows only
+        except OSError as err:
+            return f"Windows could not open it ({one_line(err.strerror or err)})"
+        return None
+    if sys.platform == "darwin":
+        opener = ["open", str(target)]
+    elif not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display here (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+    else:
+        opener = ["xdg-open", str(target)]
+    quiet = subprocess.DEVNULL
+    try:
+        process = subprocess.Popen(opener, stdin=quiet, stdout=quiet, stderr=quiet)
+    except OSError:
+        return f"{opener[0]} is not installed"
+    try:
+        code = process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        return None  # still running: the application it started is showing the file
+    return None if code == 0 else f"{opener[0]} could not open it (exit status {code})"
 
 
 def _own_file(run: Run, role: str, name: str) -> Path:

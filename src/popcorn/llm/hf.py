@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from popcorn import hub
 from popcorn.errors import MissingDependencyError, ProviderError, UsageError
 from popcorn.llm.base import Completion, Decoding, LLMOptions, Message
 from popcorn.llm.batching import Batcher
@@ -59,10 +60,34 @@ def load_model(model_id: str, options: LLMOptions) -> tuple[Any, Any]:
 
 
 def _load(source: str, options: LLMOptions) -> tuple[Any, Any]:
+    try:
+        if Path(source).is_dir():
+            tokenizer, model = _from_pretrained(source, options, local_only=False)
+        else:  # a hub id: from the cache when it is there, failing fast when the hub is not
+            tokenizer, model = hub.load(
+                source,
+                "config.json",
+                f"hf:{source}",
+                lambda local_only: _from_pretrained(source, options, local_only),
+            )
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ProviderError(
+            redact(f"hf: cannot load {source!r}: {first} (offline? pass a local folder instead)")
+        ) from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise ProviderError(f"hf: the tokenizer of {source!r} has no chat template")
+    model.eval()
+    return tokenizer, model
+
+
+def _from_pretrained(source: str, options: LLMOptions, local_only: bool) -> tuple[Any, Any]:
+    """(tokenizer, model) of ``source``; torch and transformers are imported only here, after
+    :func:`popcorn.hub.load` has seen that the model can be had."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"local_files_only": local_only}
     if options.dtype != "auto":
         kwargs["dtype"] = getattr(torch, options.dtype)
     if options.device_map not in ("", "none"):
@@ -73,18 +98,8 @@ def _load(source: str, options: LLMOptions) -> tuple[Any, Any]:
         if find_spec("bitsandbytes") is None:
             raise MissingDependencyError("bitsandbytes", "quant", "4-bit or 8-bit loading")
         kwargs["quantization_config"] = quantization_config(options)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ProviderError(
-            redact(f"hf: cannot load {source!r}: {first} (offline? pass a local folder instead)")
-        ) from None
-    if not getattr(tokenizer, "chat_template", None):
-        raise ProviderError(f"hf: the tokenizer of {source!r} has no chat template")
-    model.eval()
-    return tokenizer, model
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    return tokenizer, AutoModelForCausalLM.from_pretrained(source, **kwargs)
 
 
 def paper_quantization(

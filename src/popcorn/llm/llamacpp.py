@@ -6,6 +6,7 @@ import atexit
 import hashlib
 import json
 import threading
+import time
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any, Literal
@@ -121,17 +122,40 @@ class LlamaCppLLM:
         decoding: Decoding,
         json_schema: dict[str, Any] | None = None,
     ) -> Completion:
-        kwargs = self.request(messages, decoding, json_schema)
+        return self.complete_drafts(messages, [decoding], json_schema)[0]
+
+    def complete_drafts(
+        self,
+        messages: list[Message],
+        decodings: list[Decoding],
+        json_schema: dict[str, Any] | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> list[Completion]:
+        """One completion per decoding, of the same messages: the prompt is evaluated once and
+        each further draft reuses it from llama.cpp's KV cache, so a draft costs its own tokens
+        only. Stops early (after the first) once ``time.monotonic()`` passes ``deadline``."""
+        done: list[Completion] = []
         with self._lock:
             model = self.model
             # llama.cpp reuses the KV cache of the previous prompt's common prefix, and a
             # cached prefix gives slightly different logits than a fresh one: without a reset
-            # the same seed could give another script depending on what ran before.
+            # the same seed could give another script depending on what ran before. The drafts
+            # after the first reuse this call's own prompt, the same way every time.
             model.reset()
-            try:
-                out = model.create_chat_completion(**kwargs)
-            except ValueError as err:  # e.g. the prompt does not fit the context window
-                raise ProviderError(f"llama.cpp: {err} (raise --n-ctx?)") from None
+            for decoding in decodings:
+                if done and deadline is not None and time.monotonic() >= deadline:
+                    break
+                kwargs = self.request(messages, decoding, json_schema)
+                try:
+                    out = model.create_chat_completion(**kwargs)
+                except ValueError as err:  # e.g. the prompt does not fit the context window
+                    raise ProviderError(f"llama.cpp: {err} (raise --n-ctx?)") from None
+                done.append(self._completion(out, json_schema))
+        return done
+
+    @staticmethod
+    def _completion(out: dict[str, Any], json_schema: dict[str, Any] | None) -> Completion:
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         notes = {"json_schema": "enforced by grammar"} if json_schema else {}

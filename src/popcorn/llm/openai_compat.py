@@ -16,6 +16,7 @@ no key; when both are given, a warning says so once.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import logging
 import os
 import threading
@@ -295,6 +296,8 @@ class OpenAICompatible:
         except httpx.TimeoutException as err:
             raise TransientProviderError(f"{where} timed out ({type(err).__name__})") from None
         except httpx.TransportError as err:
+            if _refused(err) and _is_loopback(self.base_url):
+                raise ProviderError(self._not_running()) from None
             raise TransientProviderError(f"cannot reach {where} ({type(err).__name__})") from None
         status = response.status_code
         if status == 200:
@@ -314,6 +317,12 @@ class OpenAICompatible:
             # llama-cpp-python's server answers an unsupported format with a 500.
             return None
         raise self._http_error(status, message, response.headers.get("retry-after"))
+
+    def _not_running(self) -> str:
+        """What a refused connection to this machine's own server means, and what to do."""
+        if self.spec.startswith("ollama:"):
+            return f"connection refused at {self.base_url}: is `ollama serve` running?"
+        return f"connection refused: is the server at {self.base_url} running?"
 
     def _http_error(self, status: int, message: str, retry_after: str | None) -> ProviderError:
         """The error for a failed HTTP answer; its text passes through :func:`redact`."""
@@ -355,6 +364,28 @@ def _warn_once(base_url: str, key_env: str | None) -> None:
         base_url,
         key_env or "api_key",
     )
+
+
+def _refused(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it) is a refused connection: no server on that port."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_loopback(url: str) -> bool:
+    """Whether ``url`` points at this machine, where a refused connection means the server is
+    not running, and waiting for it would not start it (a remote host may be restarting)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _checked_url(url: str) -> str:

@@ -76,6 +76,13 @@ _BUILTINS = (
 for _name, _form, _summary, _takes in _BUILTINS:
     LLMS.add(_name, f"popcorn.llm.providers:{_name}", _summary, form=_form, takes_argument=_takes)
 LLMS.add(
+    "llm",
+    "popcorn.llm.llmlib:llm_library",
+    "any model of the llm library and its plugins (`llm models`; keys: `llm keys set NAME`)",
+    form="llm:MODEL",
+    takes_argument=True,
+)
+LLMS.add(
     "mock",
     "popcorn.testing.mockllm:mock",
     "instant canned scripts, no model (tests, demos)",

@@ -1,10 +1,14 @@
-"""The ``preview`` generators: a 3-second animatic from the script and its title card as the
+"""The ``preview`` generators: a 3-second animatic from the script and a title card as the
 cover, no diffusion model.
 
 Three beats of one second each: the title zooming in, the cover prompt rising into view, and
 the video prompt panning past, over a colour gradient that drifts; a PREVIEW label stays in the
 corner so nobody mistakes it for a rendered clip. It lets the whole pipeline run on a CPU in
 about a second, and is the default when no generator is configured.
+
+The cover is a card of its own, not a frame of the animatic (whose first frame fades the title
+in and draws the progress bar): the title alone in large type at full opacity on a dark panel
+over the clip's colours, so it reads in a list of thumbnails.
 """
 
 from __future__ import annotations
@@ -137,7 +141,7 @@ class PreviewBackend:
 
 
 class PreviewCover:
-    """The animatic's title card as the cover."""
+    """A title card as the cover: the title large and whole, readable as a thumbnail."""
 
     name = "preview"
     preview = True
@@ -155,10 +159,75 @@ class PreviewCover:
     def render(
         self, script: Script, width: int, height: int, target: Path, seed: int = 42
     ) -> Cover:
-        # The animatic's opening frame is the title card; reuse it rather than draw twice.
-        spec = VideoSpec(width=width, height=height, frames=3, fps=1)
-        write_png(next(PreviewBackend().frames(script, spec)), target)
+        write_png(np.asarray(cover_card(script, width, height), dtype=np.uint8), target)
         return Cover(target, self.name, width, height, preview=True)
+
+
+def cover_card(script: Script, width: int, height: int) -> Image.Image:
+    """The preview cover: the script's colours, and its title in the largest type that fits
+    (white with a dark outline, on a dark panel, so it stands out on any colours), with the
+    PREVIEW label in a corner."""
+    from PIL import Image, ImageDraw
+
+    start, end = _palette(script.title + script.video_prompt)
+    ys = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    gradient = start * (1 - ys) + end * ys
+    canvas = Image.fromarray(np.broadcast_to(gradient, (height, width, 3)).astype(np.uint8))
+    unit = min(width, height)
+    size, lines = _fitted(script.title, int(width * 0.84), int(height * 0.7), unit)
+    font = _font(size)
+    line_h = int(size * 1.2)
+    block_w = max(int(font.getlength(line)) for line in lines)
+    block_h = line_h * len(lines)
+    pad = max(4, size // 2)
+    left, top = (width - block_w) // 2, (height - block_h) // 2
+    panel = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    ImageDraw.Draw(panel).rounded_rectangle(
+        (left - pad, top - pad, left + block_w + pad, top + block_h + pad),
+        radius=pad,
+        fill=(0, 0, 0, 170),
+    )
+    canvas.paste(panel, (0, 0), panel)
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text(
+            (width // 2, top + i * line_h),
+            line,
+            font=font,
+            fill=(255, 255, 255),
+            anchor="ma",
+            stroke_width=max(1, size // 20),
+            stroke_fill=(0, 0, 0),
+        )
+    badge = _card("PREVIEW", max(60, unit // 3), max(10, unit // 22), None)
+    _paste(canvas, badge, width - badge.width - unit // 40, unit // 40, 0.9)
+    return canvas
+
+
+def _fitted(title: str, max_w: int, max_h: int, unit: int) -> tuple[int, list[str]]:
+    """The largest type size (from a fifth of the shorter side down to a fourteenth, the
+    smallest a thumbnail still shows) at which ``title``, wrapped between words, fits
+    ``max_w`` by ``max_h``, and its lines; at the smallest size, long words are broken and
+    only the lines that fit are kept."""
+    size, smallest = max(12, unit // 5), max(10, unit // 14)
+    while size > smallest:
+        lines = _wrapped(title, size, max_w, break_words=False)
+        if lines and len(lines) * int(size * 1.2) <= max_h:
+            return size, lines
+        size = max(smallest, int(size * 0.9))
+    lines = _wrapped(title, size, max_w, break_words=True) or [""]
+    return size, lines[: max(1, max_h // int(size * 1.2))]
+
+
+def _wrapped(text: str, size: int, max_w: int, break_words: bool) -> list[str] | None:
+    """``text`` in lines no wider than ``max_w`` at type ``size``; None when a word alone is
+    wider and words may not be broken."""
+    font = _font(size)
+    chars = max(4, int(max_w / (size * 0.55)))
+    lines = textwrap.wrap(text, chars, break_long_words=break_words) or [""]
+    if not break_words and max(font.getlength(line) for line in lines) > max_w:
+        return None
+    return lines
 
 
 def _paste(canvas: Image.Image, layer: Image.Image, x: int, y: int, alpha: float) -> None:

@@ -132,6 +132,8 @@ class Pipeline:
             profile=s.profile,
             prompts=s.llm.prompts,
             gate=s.gate.settings(),
+            drafts=s.llm.drafts,
+            draft_seconds=s.llm.draft_seconds,
         )
 
     @property

@@ -14,6 +14,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from popcorn import hub
 from popcorn.errors import MissingDependencyError, ProviderError, UsageError
 from popcorn.residency import MODELS
 
@@ -68,19 +69,26 @@ class Embedder:
         return MODELS.get("embedder", self.source, self._load)
 
     def _load(self) -> Any:
-        from sentence_transformers import SentenceTransformer
-
-        from popcorn.progress import quiet_transformers
-
-        quiet_transformers()  # our own bars are the ones users see; downloads keep theirs
         try:
-            return SentenceTransformer(self.source, device=self.device)
+            if Path(self.source).is_dir():
+                return self._from_pretrained(local_only=False)
+            # A hub id: from the cache when it is there, failing fast when the hub is not.
+            return hub.load(self.source, "config.json", self.name, self._from_pretrained)
         except (OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise ProviderError(
                 f"cannot load embedder {self.name!r}: {first} (offline? use the default "
                 f"'{DEFAULT_EMBEDDER}' or a local folder)"
             ) from None
+
+    def _from_pretrained(self, local_only: bool) -> Any:
+        # Imported here, after popcorn.hub has seen that the model can be had: it is slow.
+        from sentence_transformers import SentenceTransformer
+
+        from popcorn.progress import quiet_transformers
+
+        quiet_transformers()  # our own bars are the ones users see; downloads keep theirs
+        return SentenceTransformer(self.source, device=self.device, local_files_only=local_only)
 
     @property
     def dim(self) -> int:

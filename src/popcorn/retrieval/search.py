@@ -57,7 +57,16 @@ class Reference:
     category: str
     comment_count: int
     popular: bool
+    """In the top 90% of the routed categories' videos by comment count: the study's label,
+    relative to those videos, so a video with no comments can carry it (ties at 0)."""
     similarity: float
+
+    @property
+    def tier(self) -> str:
+        """The label in words that are true of this video: its tier by comment count, and
+        "no comments" rather than any word of popularity when it has none."""
+        tier = "top 90%" if self.popular else "bottom 10%"
+        return f"{tier}, no comments" if self.comment_count == 0 else tier
 
 
 @dataclass(frozen=True)
@@ -270,14 +279,14 @@ class Retriever:
         want_pop, want_unpop = split_counts(refs)
         picked: list[int] = []
         for mask, want, label in (
-            (popular, want_pop, "popular"),
-            (~popular, want_unpop, "unpopular"),
+            (popular, want_pop, "top-90%"),
+            (~popular, want_unpop, "bottom-10%"),
         ):
             candidates = np.flatnonzero(mask)
             if len(candidates) < want:
                 warnings.append(
-                    f"only {len(candidates)} {label} videos in {_names(chosen)}; "
-                    f"using {len(candidates)} of the {want} asked for"
+                    f"only {len(candidates)} {label} videos (by comment count) in "
+                    f"{_names(chosen)}; using {len(candidates)} of the {want} asked for"
                 )
             best = candidates[np.argsort(-sims[candidates], kind="stable")[:want]]
             picked.extend(best.tolist())

@@ -319,9 +319,9 @@ def write_report(study: Study) -> dict[str, Any]:
 
 _PROFILES = {
     "paper": "Profile: paper (the LLMPopcorn study's conditions: prompts, decoding, PE pool "
-    "restricted to the predictor's test split, presets; see the README's table of profiles).",
+    "restricted to the predictor's test split, presets; see docs/profiles.md).",
     "popcorn": "Profile: popcorn (Popcorn's own conditions where they differ from the study's; "
-    "see the README's table of profiles).",
+    "see docs/profiles.md).",
 }
 
 

@@ -1,5 +1,9 @@
 """Running a study: fill the ledger from the grid, then each stage for every job ready for it.
 
+First the study is checked (:mod:`popcorn.study.check`): a study whose LLMs, predictor, PE
+pool or generators cannot serve the jobs still to do is refused with every reason at once,
+before any job runs, instead of failing job after job.
+
 Before anything runs, a study that scores with a predictor and enhances prompts checks that no
 video PE may show the LLM is in the predictor's retrieval bank (its training and validation
 splits): a script that echoes such a reference would retrieve that very video, with its label,
@@ -109,16 +113,25 @@ def run_study(
     progress: Progress | None = None,
     *,
     allow_overlap: bool = False,
+    check: bool = True,
 ) -> RunSummary:
     """Run (or resume) every job of ``study``; see the module docstring.
 
-    Raises :class:`LockedError` naming the other process if the study is already running, and
+    First checks that the jobs still to do can run (:mod:`popcorn.study.check`) and raises
+    :class:`~popcorn.study.check.StudyNotReadyError` with every reason they cannot, before any
+    job runs; ``check=False`` skips that, but not the judge and leak checks. Raises
+    :class:`LockedError` naming the other process if the study is already running, and
     :class:`ReferenceLeakError` if a PE mode's reference pool overlaps the predictor's bank
     (``allow_overlap`` runs it anyway: only to measure that leak, as benchmarks/pe_leak.py does).
     """
-    check_judge(study)
-    if not allow_overlap:
-        check_reference_pool(study)
+    if check:
+        from popcorn.study.check import refuse_unready
+
+        refuse_unready(study, retry_failed, allow_overlap)
+    else:
+        check_judge(study)
+        if not allow_overlap:
+            check_reference_pool(study)
     with ExitStack() as stack:
         _lock(study, stack)
         return _run_study(study, executor, address, retry_failed, progress)
@@ -298,27 +311,53 @@ def _scorer_id(study: Study) -> str | None:
     return PredictorFolder.read(study.predictor).weights_id
 
 
+REASONS_SHOWN = 3
+"""Failure reasons ``study status`` shows per configuration, most common first."""
+
+
 def status(study: Study) -> dict[str, Any]:
-    """Counts per stage and status, overall and per configuration."""
+    """Counts per stage and status, overall and per configuration, and per configuration the
+    most common reasons its jobs failed (``failures``), each with one job's error."""
     ledger = open_ledger(study)
     try:
         keys = {j.key: j for j in study.jobs()}
         rows = ledger.rows(keys)
         per_config: dict[str, Counter[str]] = {}
         overall: Counter[str] = Counter()
+        failed: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             state = _state(row.data)
+            config = keys[row["key"]].config
             overall[state] += 1
-            per_config.setdefault(keys[row["key"]].config, Counter())[state] += 1
+            per_config.setdefault(config, Counter())[state] += 1
+            if row["status"] == "failed":
+                failed[config].append(row.data)
         return {
             "profile": study.profile,
             "jobs": len(keys),
             "in_ledger": len(rows),
             "overall": dict(overall),
             "configs": {name: dict(c) for name, c in per_config.items()},
+            "failures": {name: failure_reasons(found) for name, found in failed.items()},
         }
     finally:
         ledger.close()
+
+
+def failure_reasons(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many of ``rows`` (failed ledger rows of one configuration) failed, and their most
+    common (stage, reason) pairs with a count and one job's error, cut short."""
+    counts: Counter[tuple[str, str]] = Counter()
+    examples: dict[tuple[str, str], str] = {}
+    for row in rows:
+        why = (str(row["failed_stage"] or "?"), str(row.get("reason") or "error"))
+        counts[why] += 1
+        examples.setdefault(why, one_line(row["error"] or "")[:160])
+    reasons = [
+        {"stage": stage, "reason": reason, "jobs": n, "example": examples[stage, reason]}
+        for (stage, reason), n in counts.most_common(REASONS_SHOWN)
+    ]
+    return {"failed": len(rows), "reasons": reasons}
 
 
 def _state(row: dict[str, Any]) -> str:

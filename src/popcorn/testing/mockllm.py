@@ -8,7 +8,7 @@ with their own job keys, the same answers. Its answer to a script prompt is vali
   commented one: a reworded title, its caption as the video prompt, its cover description as
   the cover prompt. A model that copies is the worst case for a PE leak, and the easiest way to
   see in a test which reference reached the LLM;
-- without references, a plain script about the query.
+- without references, a script about the query: a title of its own and a shot of the query.
 
 Built in Python, :class:`MockLLM` can instead play a scripted list of answers in order (the last
 one repeats), e.g. to feed the parser or the quality gate exactly the text a test needs.
@@ -117,10 +117,13 @@ def _script(prompt: str) -> dict[str, str]:
             "video_prompt": best.caption or best.title,
         }
     query = _query(prompt)
+    # A title of its own (the query's longest word, then two new ones) and a video prompt
+    # that is a shot, so that the popcorn profile's gate keeps the first answer.
+    longest = max(query.split(), key=len, default="Idea").strip(".,!?;:'\"")
     return {
-        "title": query[:50],
+        "title": f"{longest.capitalize()}, Up Close"[:50],
         "cover_prompt": f"A bright poster of {query}",
-        "video_prompt": f"A short clip of {query}",
+        "video_prompt": f"Close-up of {query}, moving into the frame. Slow push-in, soft daylight.",
     }
 
 

@@ -17,7 +17,7 @@ about something else. :func:`judge` scores an answer on each rule and says which
   example's.
 
 Thresholds are :class:`GateSettings` (``[gate]`` in popcorn.toml); their defaults were chosen on
-answers of the embedded model measured with ``benchmarks/script_quality.py`` (README,
+answers of the embedded model measured with ``benchmarks/script_quality.py`` (docs/benchmarks.md,
 Benchmarks): each sits in the gap between the answers read as good and those read as bad.
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -80,14 +80,22 @@ class GateSettings:
     example_max: float = 0.0
     """Highest :func:`contamination` an answer to another query may have: 0 fails any answer
     holding two of the worked example's distinctive words, or its title's."""
+    craft: bool = True
+    """Ask again, within the attempts, for a title that restates the query or a video prompt
+    that is no shot (:mod:`popcorn.writer.craft`); the best answer is kept when no attempt has
+    both. False: both are only recorded."""
 
     def thresholds(self) -> dict[str, float]:
-        """The thresholds alone (what a job key and a manifest record)."""
-        return {
+        """The thresholds alone (what a job key and a manifest record); ``craft`` only where
+        it is off, so that keys made before it existed stay valid."""
+        found = {
             "echo_max": self.echo_max,
             "relevance_min": self.relevance_min,
             "example_max": self.example_max,
         }
+        if not self.craft:
+            found["craft"] = 0.0
+        return found
 
 
 @dataclass(frozen=True)
@@ -98,10 +106,18 @@ class Verdict:
     detail: str
     scores: dict[str, float | None] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    craft: tuple[str, ...] = ()
+    """What a creator would not keep, though the answer passes: ``restated_title``,
+    ``not_a_shot`` (:mod:`popcorn.writer.craft`), ``title_off_query``."""
 
     @property
     def ok(self) -> bool:
         return self.reason is None
+
+    def rank(self) -> tuple[bool, int, float]:
+        """Higher is better: passing, fewer craft findings, relevance. How the best of several
+        drafts is chosen."""
+        return (self.ok, -len(self.craft), self.scores.get("relevance") or 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +126,7 @@ class Verdict:
             "detail": self.detail,
             "scores": self.scores,
             "notes": list(self.notes),
+            "craft": list(self.craft),
         }
 
 
@@ -196,9 +213,17 @@ def meta_text(script: Script, query: str = "") -> str | None:
 
 def relevance(query: str, script: Script, embedder: Any) -> float:
     """Cosine of the query with title + video prompt (vectors come normalised)."""
+    return similarities(query, script, embedder)[0]
+
+
+def similarities(query: str, script: Script, embedder: Any) -> tuple[float, float, float]:
+    """Cosines of the query with title + video prompt, the title alone and the video prompt
+    alone, from one call to the embedder (vectors come normalised)."""
+    texts = [query, f"{script.title}. {script.video_prompt}", script.title, script.video_prompt]
     with _one_thread():
-        vectors = embedder.encode([query, f"{script.title}. {script.video_prompt}"])
-    return float(vectors[0] @ vectors[1])
+        vectors = embedder.encode(texts)
+    both, title, video = (float(vectors[0] @ vectors[i]) for i in (1, 2, 3))
+    return both, title, video
 
 
 _threads_lock = threading.Lock()
@@ -231,20 +256,27 @@ def judge(
     example: Mapping[str, str] | None = None,
     example_query: str = "",
     embedder: Any = None,
+    examples: Sequence[tuple[str, Mapping[str, str]]] = (),
 ) -> Verdict:
     """Score ``script`` on every rule; the first failing rule is the verdict's reason.
 
     ``prompt_text`` is what the model was shown, less the query (:func:`prompt_text`);
-    ``example`` the worked example it was shown, if any."""
+    ``example`` the worked example it was shown, if any, and ``examples`` more of them, as
+    (query, script) pairs."""
     scores: dict[str, float | None] = {}
     notes: list[str] = []
     failures: list[tuple[str, str]] = []
 
-    if example:
-        share = contamination(script, query, example, example_query)
+    shown = [(example_query, example)] if example else []
+    shown += [(q, e) for q, e in examples if e]
+    if shown:
+        share, (ex_query, ex) = max(
+            ((contamination(script, query, e, q), (q, e)) for q, e in shown),
+            key=lambda found: found[0],
+        )
         scores["example"] = share
         if share > settings.example_max:
-            found = example_marks(example, example_query, query) & distinctive(_answer(script))
+            found = example_marks(ex, ex_query, query) & distinctive(_answer(script))
             failures.append(
                 ("example", f"it reuses the worked example ({', '.join(sorted(found))})")
             )
@@ -256,15 +288,23 @@ def judge(
     scores["meta"] = 1.0 if meta else 0.0
     if meta:
         failures.append(("meta", f"it talks about the task, not a video: {meta}"))
-    cosine = None
+    cosine = title_cosine = None
     if embedder is None:
-        notes.append("relevance not checked: no sentence embedder installed (the pe extra)")
+        notes.append(RELEVANCE_OFF)
     else:
         try:
-            cosine = round(relevance(query, script, embedder), 3)
+            cosine, title_cosine, video_cosine = (
+                round(c, 3) for c in similarities(query, script, embedder)
+            )
+            scores["title_relevance"] = title_cosine
+            scores["video_relevance"] = video_cosine
         except PopcornError as err:  # e.g. the packaged model's files are damaged
             notes.append(f"relevance not checked: {err}")
     scores["relevance"] = cosine
+    craft = craft_findings(script, query, title_cosine, scores)
+    if title_cosine is not None and title_cosine < RELEVANCE_FLOOR:
+        # A title of its own must still be a title for this query.
+        craft = (*craft, "title_off_query")
     if cosine is not None and cosine < settings.relevance_min:
         failures.append(
             ("off_topic", f"title and video prompt score {cosine:.2f} against the query "
@@ -272,8 +312,27 @@ def judge(
         )  # fmt: skip
     if failures:
         reason, detail = failures[0]
-        return Verdict(reason, detail, scores, tuple(notes))
-    return Verdict(None, "", scores, tuple(notes))
+        return Verdict(reason, detail, scores, tuple(notes), craft)
+    return Verdict(None, "", scores, tuple(notes), craft)
+
+
+def craft_findings(
+    script: Script, query: str, title_cosine: float | None, scores: dict[str, float | None]
+) -> tuple[str, ...]:
+    """Record the :mod:`~popcorn.writer.craft` measures in ``scores`` (``restated``, ``shot``:
+    1.0 or 0.0) and return what a creator would not keep."""
+    from popcorn.writer.craft import check_shot, restates
+
+    restated = restates(query, script.title, title_cosine)
+    shot = check_shot(script.video_prompt)
+    scores["restated"] = 1.0 if restated else 0.0
+    scores["shot"] = 1.0 if shot.ok else 0.0
+    found = []
+    if restated:
+        found.append("restated_title")
+    if not shot.ok:
+        found.append("not_a_shot")
+    return tuple(found)
 
 
 def _answer(script: Script) -> str:
@@ -282,6 +341,15 @@ def _answer(script: Script) -> str:
 
 def _same(a: str, b: str) -> bool:
     return " ".join(words(a)) == " ".join(words(b))
+
+
+RELEVANCE_FLOOR = 0.3
+"""A title scoring below this against the query alone is a craft finding, ``title_off_query``
+(the gate's default ``relevance_min``): a title of its own must still fit the query."""
+RELEVANCE_OFF = (
+    "relevance not checked: no sentence embedder installed "
+    "(pip install 'popcorn-video[pe]' turns it on)"
+)
 
 
 @cache

@@ -5,6 +5,8 @@ the record the manifest keeps (its ``gate`` stage). The rules themselves are
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 from popcorn.errors import PopcornError
 from popcorn.llm.base import Message
 from popcorn.script import Script
-from popcorn.writer.gate import GateSettings, Verdict, gate_embedder, judge, prompt_text
+from popcorn.writer.gate import (
+    RELEVANCE_OFF,
+    GateSettings,
+    Verdict,
+    gate_embedder,
+    judge,
+    prompt_text,
+)
 from popcorn.writer.prompts import PromptTemplates
 
 if TYPE_CHECKING:
@@ -48,6 +57,7 @@ class Judge:
         self._embedder: Any = None
         self._embedder_checked = False
         self._embedder_loaded = False
+        self._loader: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def embedder(self) -> Any:
@@ -64,14 +74,33 @@ class Judge:
                     self._embedder = mine
                 else:
                     self._embedder = gate_embedder()
+                if self._embedder is None:
+                    _say_relevance_is_off()
                 self._embedder_checked = True
             return self._embedder
+
+    def prefetch(self) -> None:
+        """Start loading the embedder in the background, so that the model's answer and the
+        embedder's load overlap (the load is most of a first command's gate time); a later
+        verdict waits for it. Once per writer; nothing to do once loaded."""
+        with self._lock:
+            if self._embedder_checked or self._loader is not None:
+                return
+            self._loader = threading.Thread(target=self._load, name="gate-embedder", daemon=True)
+            self._loader.start()
+
+    def _load(self) -> None:
+        embedder = self.embedder()
+        if embedder is not None:
+            # The packaged Embedder loads on first use; a failure is noted by the verdict.
+            with contextlib.suppress(PopcornError):
+                getattr(embedder, "model", None)
 
     def verdict(self, script: Script, query: str, messages: list[Message]) -> Verdict:
         """The verdict on ``script``, written for ``query`` from ``messages``."""
         example = self.templates.example_script
         text = prompt_text(messages, query)
-        # The example counts against an answer only where the prompt showed it.
+        # An example counts against an answer only where the prompt showed it.
         shown = example is not None and example["title"] in text
         return judge(
             script,
@@ -81,6 +110,7 @@ class Judge:
             example if shown else None,
             self.templates.example_query or "",
             self.embedder(),
+            examples=[(q, e) for q, e in self.templates.small_examples if e["title"] in text],
         )
 
     def timed(
@@ -90,11 +120,10 @@ class Judge:
         timed apart, as it is no cost of this script."""
         if not self._embedder_loaded:
             t = time.perf_counter()
-            embedder = self.embedder()
-            if embedder is not None:
-                # The packaged Embedder loads on first use; a failure is noted by the verdict.
-                with contextlib.suppress(PopcornError):
-                    getattr(embedder, "model", None)
+            loader = self._loader
+            if loader is not None:
+                loader.join()
+            self._load()
             self._embedder_loaded = True
             tally.load_seconds += time.perf_counter() - t
         t = time.perf_counter()
@@ -112,3 +141,10 @@ class Judge:
             "attempts": list(tally.verdicts),
             "seconds": round(tally.seconds, 4),
         }
+
+
+@functools.cache
+def _say_relevance_is_off() -> None:
+    """Once per process: without the pe extra the gate cannot tell a script about something
+    else from one about the query, and a user should know it is not looking."""
+    logging.getLogger("popcorn.writer.gate").warning("quality gate: %s", RELEVANCE_OFF)

@@ -205,9 +205,26 @@ def _as_text(field: str, value: Any) -> str:
         value = " ".join(value)
     if not isinstance(value, str):
         raise ScriptParseError("missing_field", f"'{field}' is not text: {value!r:.60}")
-    text = value.strip().strip("*_`").strip()
+    text = _without_debris(value.strip()).strip("*_`").strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         text = text[1:-1].strip()
+    return text
+
+
+_TAIL = re.compile(r"[\s\"',:\[\]{}]+$")
+
+
+def _without_debris(text: str) -> str:
+    """``text`` less trailing JSON debris a repaired answer can leave in a field
+    (``... (2014)", [] {``): a closing run of quotes, commas, colons, brackets and braces
+    that holds a bracket, a brace or a quote then a comma. A field that ends in a quote alone
+    keeps it."""
+    found = _TAIL.search(text)
+    if found is None:
+        return text
+    tail = found.group(0)
+    if any(c in tail for c in "[]{}") or re.search(r"[\"'],", tail):
+        return text[: found.start()]
     return text
 
 
@@ -230,6 +247,13 @@ def _validated(fields: Mapping[str, Any], example: Mapping[str, str] | None) -> 
         )
     values["title"] = " ".join(values["title"].split())
     return Script(values["title"], values["cover_prompt"], values["video_prompt"])
+
+
+def repeats_example(script: Script, example: Mapping[str, str]) -> bool:
+    """Whether ``script`` repeats ``example`` (both prompts, or either one, copied)."""
+    values = {"title": script.title, "cover_prompt": script.cover_prompt,
+              "video_prompt": script.video_prompt}  # fmt: skip
+    return _is_echo(values, example)
 
 
 def _is_echo(values: Mapping[str, str], example: Mapping[str, str]) -> bool:

@@ -26,6 +26,12 @@ the same file names, e.g. one holding the study's exact text:
     example; an answer that repeats it is rejected. Without it no example is shown (the
     ``popcorn`` wording: a schema makes the answer's form certain, and small models copied
     the example's subject into unrelated answers).
+``small_examples.json`` (optional)
+    ``[{"query": ..., "script": {...}}, ...]``: one to five worked examples shown to small
+    models only (a backend whose ``size`` is ``small``), each as an earlier exchange before the
+    request: a 135M model follows an example's form where it ignores an instruction (titles of
+    their own, video prompts that describe a shot). An answer that repeats one is rejected and
+    one that borrows its subject fails the gate's ``example`` rule, as with ``example.json``.
 ``pe_compact.txt``, ``pe_compact_no_refs.txt``, ``reference_compact.txt`` (optional)
     PE's compact form, for small models (see :meth:`PromptTemplates.pe`): at most
     :data:`COMPACT_REFS` references close to the query, each one line (the lines of
@@ -87,6 +93,7 @@ REQUIRED = ("system.txt", "basic.txt", "pe.txt", "reference.txt")
 OPTIONAL = (
     "pe_no_refs.txt",
     "example.json",
+    "small_examples.json",
     "pe_compact.txt",
     "pe_compact_no_refs.txt",
     "reference_compact.txt",
@@ -133,6 +140,36 @@ SCRIPT_JSON_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 """What a script looks like, for backends that can force their output into a schema."""
+
+SHOT_OPENINGS = (
+    "A close-up", "An extreme close-up", "A wide shot", "A medium shot", "A tracking shot",
+    "An overhead shot", "A low-angle shot", "A handheld shot", "A slow-motion shot", "A time-lapse",
+)  # fmt: skip
+"""How a small model's video prompt opens (then "of ..."): a 135M model told to name the camera
+mostly does not, and one that starts from a framing goes on to describe a shot (issue 25:
+with the worked examples, 60% of its drafts were shots against 2% before). The grammar fixes
+the opening only; subject, action and light are the model's, and the gate still measures
+them."""
+
+SMALL_FIELD_CHARS = 320
+"""A small model's longest cover or video prompt (one to three sentences)."""
+
+SMALL_SCRIPT_JSON_SCHEMA: dict[str, Any] = {
+    **SCRIPT_JSON_SCHEMA,
+    "properties": {
+        **SCRIPT_JSON_SCHEMA["properties"],
+        # A pattern, not an enum: llama.cpp's grammar keeps the rest free text. The class
+        # leaves out the quote and the backslash, which would end or escape the JSON string.
+        # Bounded, as a grammar cannot stop a string that never closes: a looping 135M model
+        # otherwise writes until max_tokens.
+        "cover_prompt": {"type": "string", "minLength": 20, "maxLength": SMALL_FIELD_CHARS},
+        "video_prompt": {
+            "type": "string",
+            "pattern": "^(" + "|".join(SHOT_OPENINGS) + f') of [^"\\\\]{{10,{SMALL_FIELD_CHARS}}}$',
+        },
+    },
+}
+"""The script schema for small models shown the worked examples (:attr:`Prompt.schema`)."""
 
 PE_JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -181,6 +218,8 @@ class PromptTemplates:
             if name in texts:
                 known = allowed if has_example else allowed - {"example", "example_query"}
                 _check_placeholders(texts[name], known, f"{where}: {name}")
+        if "small_examples.json" in texts:
+            _small_examples(texts["small_examples.json"], f"{where}: small_examples.json")
         if any(n in texts for n in _COMPACT) and not all(n in texts for n in _COMPACT):
             raise UsageError(f"{where}: the compact form needs both {' and '.join(_COMPACT)}")
         if not has_example:
@@ -216,11 +255,36 @@ class PromptTemplates:
         """Whether the folder holds PE's compact form."""
         return all(name in self.texts for name in _COMPACT)
 
+    @property
+    def small_examples_digest(self) -> str:
+        """sha256 of ``small_examples.json`` (empty without it): keyed only where the examples
+        are shown, so that runs of other models keep their keys."""
+        text = self.texts.get("small_examples.json")
+        return "" if text is None else hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    @property
+    def small_examples(self) -> list[tuple[str, dict[str, str]]]:
+        """The worked examples for small models, (query, script) each; none without the file."""
+        text = self.texts.get("small_examples.json")
+        return [] if text is None else _small_examples(text, str(self.folder))
+
     # --- messages -------------------------------------------------------------------------
 
-    def basic(self, query: str) -> list[Message]:
-        """Messages for a query alone, no references."""
+    def exchanges(self) -> list[Message]:
+        """The small models' worked examples as earlier exchanges (request, then script)."""
+        found: list[Message] = []
+        for query, script in self.small_examples:
+            found.append({"role": "user", "content": self._request("basic.txt", query)})
+            found.append({"role": "assistant", "content": json.dumps(script, ensure_ascii=False)})
+        return found
+
+    def basic(self, query: str, *, examples: bool = False) -> list[Message]:
+        """Messages for a query alone, no references; ``examples``: with the small models'
+        worked examples before it (:meth:`exchanges`)."""
         system = {"role": "system", "content": self._render("system.txt", {})}
+        if examples and self.small_examples:
+            request = {"role": "user", "content": self._request("basic.txt", query)}
+            return [system, *self.exchanges(), request]
         inline = "example" in Template(self.texts["basic.txt"]).get_identifiers()
         if self.example_script is None or self.example_query is None or inline:
             return [system, {"role": "user", "content": self._request("basic.txt", query)}]
@@ -234,15 +298,22 @@ class PromptTemplates:
         ]
 
     def pe(
-        self, query: str, references: Sequence[Reference], *, form: Form = "fitted"
+        self,
+        query: str,
+        references: Sequence[Reference],
+        *,
+        form: Form = "fitted",
+        examples: bool = False,
     ) -> list[Message]:
         """Messages for a query with references (``Reference`` objects from retrieval).
 
         ``full`` gives every field whole; ``fitted`` cuts each at 300 characters; ``compact``
         (for small models, where the folder has the compact files; else ``fitted``) shows only
-        :meth:`compact_references`, one short line each, with the compact wording."""
+        :meth:`compact_references`, one short line each, with the compact wording, after the
+        small models' worked examples with ``examples``."""
         if form == "compact" and self.has_compact:
-            return self._pe_compact(query, self.compact_references(references))
+            messages = self._pe_compact(query, self.compact_references(references))
+            return [messages[0], *self.exchanges(), *messages[1:]] if examples else messages
         name = "pe.txt" if references or "pe_no_refs.txt" not in self.texts else "pe_no_refs.txt"
         limit = None if form == "full" else _FIELD_CHARS
         records = [(ref, self.reference(ref, limit)) for ref in references]
@@ -376,7 +447,8 @@ def _example(text: str, where: str) -> tuple[str, dict[str, str]]:
     script = data.get("script") if isinstance(data, dict) else None
     fields = ("title", "cover_prompt", "video_prompt")
     if (
-        not isinstance(data.get("query"), str)
+        not isinstance(data, dict)
+        or not isinstance(data.get("query"), str)
         or not isinstance(script, dict)
         or not all(isinstance(script.get(f), str) and script[f].strip() for f in fields)
     ):
@@ -384,6 +456,17 @@ def _example(text: str, where: str) -> tuple[str, dict[str, str]]:
             f"{where}: needs a query and a script with title, cover_prompt and video_prompt"
         )
     return data["query"], {f: script[f] for f in fields}
+
+
+def _small_examples(text: str, where: str) -> list[tuple[str, dict[str, str]]]:
+    """``small_examples.json`` read and checked: one to five (query, script) pairs."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{where}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(data, list) or not 1 <= len(data) <= 5:
+        raise UsageError(f"{where}: must hold a list of one to five examples")
+    return [_example(json.dumps(item), where) for item in data]
 
 
 def _clean(text: str, limit: int | None) -> str:

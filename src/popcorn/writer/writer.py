@@ -26,14 +26,16 @@ from popcorn.runs.keys import job_key
 from popcorn.runs.store import SCHEMA_VERSION, Run, RunManifest, RunStore
 from popcorn.safety import redact
 from popcorn.script import TITLE_MAX_CHARS, Script, shorten_title
+from popcorn.writer import drafts
 from popcorn.writer.batch import BatchCallback, BatchReport, write_batch
 from popcorn.writer.gate import GateSettings
 from popcorn.writer.judge import GateTally, Judge
 from popcorn.writer.keys import script_key_inputs
-from popcorn.writer.parser import ParsedAnswer, parse_script
+from popcorn.writer.parser import ParsedAnswer, parse_script, repeats_example
 from popcorn.writer.prompts import (
     PE_JSON_SCHEMA,
     SCRIPT_JSON_SCHEMA,
+    SMALL_SCRIPT_JSON_SCHEMA,
     Form,
     PromptTemplates,
     shorter_title_request,
@@ -46,6 +48,9 @@ if TYPE_CHECKING:
     from popcorn.retrieval.search import References
 
 DEFAULT_OUT = Path("popcorn-runs")
+CRAFT_ATTEMPTS = 2
+"""Attempts that may go to a restated title or a video prompt that is no shot: one more try
+(its drafts included) gains most of what more would, at a second attempt's time."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,8 @@ class Generator:
         prompts: Path | str | None = None,
         gate: GateSettings | None = None,
         failures: Literal["fail", "blank"] = "fail",
+        drafts: int | None = None,
+        draft_seconds: float | None = None,
     ) -> None:
         if attempts is None:
             attempts = profile.attempts
@@ -124,6 +131,15 @@ class Generator:
         self.retry = retry or RetryPolicy()
         self.gate = gate if gate is not None else GateSettings(enabled=profile.gate)
         self.judge = Judge(self.gate, self.templates, self.enhancer)
+        small = model_size(self.llm) == "small"
+        self.drafts = drafts if drafts is not None else (profile.drafts if small else 1)
+        """Drafts sampled per attempt, the best kept (:mod:`popcorn.writer.drafts`): the
+        profile's for a small model (popcorn 3, paper 1), else 1."""
+        if self.drafts < 1:
+            raise UsageError("drafts must be at least 1")
+        self.draft_seconds = draft_seconds
+        self.examples = small and bool(self.templates.small_examples)
+        """Whether requests show the templates' worked examples for small models."""
         self.failures = failures
         """What a query with no usable answer after every attempt ends as: a failed run
         (``fail``), or a finished one whose script is blank and flagged ``blank`` (``blank``:
@@ -157,23 +173,30 @@ class Generator:
         if self.failures == "blank":
             # A blank script is this run's output where the other policy leaves none.
             inputs["failures"] = "blank"
+        if self.drafts > 1:
+            inputs["drafts"] = self.drafts
+            if self.draft_seconds is not None:
+                inputs["draft_seconds"] = self.draft_seconds
+        if self.examples:
+            inputs["small_examples"] = self.templates.small_examples_digest
         return inputs
 
     def prompt(self, query: str) -> Prompt:
         """The messages for ``query``; with PE this retrieves the references."""
+        script_schema = SMALL_SCRIPT_JSON_SCHEMA if self.examples else SCRIPT_JSON_SCHEMA
         if self.enhancer is None:
-            schema = SCRIPT_JSON_SCHEMA if self.profile.schema else None
-            return Prompt(self.templates.basic(query), schema)
+            schema = script_schema if self.profile.schema else None
+            return Prompt(self.templates.basic(query, examples=self.examples), schema)
         references = self.enhancer.references(query)
         form = self.form
-        messages = self.templates.pe(query, references.items, form=form)
+        messages = self.templates.pe(query, references.items, form=form, examples=self.examples)
         shown = len(references.items)
         schema = PE_JSON_SCHEMA
         if form == "compact":
             shown = len(self.templates.compact_references(references.items))
             # The compact form asks for no written reasoning: a small model's reasoning drifts
             # off the query and takes the title with it.
-            schema = SCRIPT_JSON_SCHEMA
+            schema = script_schema
         return Prompt(messages, schema if self.profile.schema else None, references, form, shown)
 
     def generate(
@@ -232,6 +255,7 @@ class Generator:
 
     def _generate(self, run: Run, query: str, stop: threading.Event | None) -> GenerateResult:
         started = time.perf_counter()
+        self.judge.prefetch()
         prompt = self.prompt(query)
         warnings: tuple[str, ...] = ()
         if prompt.references is not None:
@@ -255,13 +279,11 @@ class Generator:
                 }
             )
         transcript: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "attempts": []}
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0}
-        llm_seconds = 0.0
+        spend = drafts.Spend(started)
         tally = GateTally()
         last_error: ScriptParseError | None = None
 
         def call(messages: list[Message], decoding: Decoding) -> tuple[Completion, float]:
-            nonlocal llm_seconds
             t = time.perf_counter()
             completion = call_with_retries(
                 lambda: self.llm.complete(messages, decoding, prompt.schema),
@@ -269,82 +291,76 @@ class Generator:
                 stop=stop,
             )
             seconds = time.perf_counter() - t
-            llm_seconds += seconds
-            usage["calls"] += 1
-            usage["prompt_tokens"] += completion.prompt_tokens or 0
-            usage["completion_tokens"] += completion.completion_tokens or 0
+            spend.add(completion, seconds)
             return completion, seconds
 
+        def keep_transcript() -> None:
+            run.write_json("transcript", "transcript.json", transcript)
+
+        fallback: drafts.Draft | None = None
         for attempt in range(1, self.attempts + 1):
             # Each attempt is a fresh conversation with its own seed: reproducible, and a bad
             # first answer does not steer the next one.
             decoding = self.decoding.with_seed(self.decoding.seed + attempt - 1)
             messages = prompt.messages
-            completion, seconds = call(messages, decoding)
-            entry: dict[str, Any] = _entry(attempt, decoding.seed, messages, completion, seconds)
-            transcript["attempts"].append(entry)
-            try:
-                parsed = self._parse(completion.text, prompt.references)
-            except ScriptParseError as err:
-                entry["outcome"] = {"ok": False, "reason": err.reason, "detail": err.detail}
-                last_error = err
-                run.write_json("transcript", "transcript.json", transcript)
+            made: list[drafts.Draft] = []
+            for completion, seconds, used in self._sample(
+                messages, decoding, prompt, call, spend, stop
+            ):
+                entry = drafts.entry(attempt, used.seed, messages, completion, seconds)
+                if self.drafts > 1:
+                    entry["draft"] = len(made) + 1
+                transcript["attempts"].append(entry)
+                try:
+                    parsed = self._parse(completion.text, prompt.references)
+                except ScriptParseError as err:
+                    entry["outcome"] = {"ok": False, "reason": err.reason, "detail": err.detail}
+                    last_error = err
+                    continue
+                verdict = self.judge.timed(parsed.script, query, messages, tally)
+                entry["gate"] = verdict.to_dict()
+                made.append(drafts.Draft(parsed, verdict, entry, completion, used))
+            chosen = drafts.best(made)
+            for other in made:
+                if other is not chosen:
+                    other.entry["outcome"] = {"ok": False, "reason": "draft_not_kept"}
+            if chosen is None:
+                keep_transcript()
                 continue
-            if len(parsed.script.title) > TITLE_MAX_CHARS:
+            if len(chosen.parsed.script.title) > TITLE_MAX_CHARS:
                 if self.profile.fix_titles:
-                    parsed = self._shorter_title(
-                        parsed, messages, completion, decoding, call, entry
-                    )
+                    chosen.parsed = self._shorter_title(chosen, messages, call)
+                    chosen.verdict = self.judge.timed(chosen.parsed.script, query, messages, tally)
+                    chosen.entry["gate"] = chosen.verdict.to_dict()
                 else:
-                    parsed = _flagged(parsed, "title_over_limit")
-            verdict = self.judge.timed(parsed.script, query, messages, tally)
-            entry["gate"] = verdict.to_dict()
+                    chosen.parsed = _flagged(chosen.parsed, "title_over_limit")
+            verdict = chosen.verdict
             gate = self.judge.record(verdict, tally)
             if not verdict.ok and self.gate.enabled:
-                entry["outcome"] = {"ok": False, "reason": verdict.reason, "detail": verdict.detail}
+                chosen.entry["outcome"] = {
+                    "ok": False, "reason": verdict.reason, "detail": verdict.detail
+                }  # fmt: skip
                 last_error = ScriptParseError(str(verdict.reason), verdict.detail)
-                run.write_json("transcript", "transcript.json", transcript)
+                keep_transcript()
                 run.save(stages={**run.manifest.stages, "gate": gate})
                 continue
-            flags = list(parsed.script.flags)
-            entry["outcome"] = {"ok": True, **({"flags": flags} if flags else {})}
-            run.write_json("transcript", "transcript.json", transcript)
-            run.write_json(
-                "script",
-                "script.json",
-                {
-                    "schema_version": SCHEMA_VERSION,
-                    "script": parsed.script.to_dict(),
-                    "reasoning": parsed.reasoning,
-                },
-            )
-            run.save(
-                status="done",
-                attempts=attempt,
-                usage=usage,
-                timings={
-                    "llm_seconds": round(llm_seconds, 4),
-                    **tally.timings(),
-                    "total_seconds": round(time.perf_counter() - started, 4),
-                },
-                llm={**run.manifest.llm, "notes": completion.notes},
-                error=None,
-                # What the profile noticed but left as it came (echo, copy, long title).
-                stages={
-                    **run.manifest.stages,
-                    "gate": gate,
-                    **({"answer": {"flags": flags}} if flags else {}),
-                },
-            )
-            return self._result(run, parsed.script, cached=False, warnings=warnings)
+            if verdict.craft and self.gate.enabled and self.gate.craft:
+                # A restated title or a video prompt that is no shot is asked again; the best
+                # such answer is kept when no attempt has neither.
+                if fallback is None or verdict.rank() > fallback.verdict.rank():
+                    fallback = chosen
+                if attempt < min(self.attempts, CRAFT_ATTEMPTS):
+                    chosen.entry["outcome"] = {"ok": False, "reason": verdict.craft[0]}
+                    keep_transcript()
+                    continue
+                chosen = fallback
+            return self._finish(run, chosen, attempt, transcript, spend, tally, warnings)
+        if fallback is not None:
+            return self._finish(run, fallback, self.attempts, transcript, spend, tally, warnings)
 
         assert last_error is not None
         error = {"reason": last_error.reason, "message": redact(last_error.detail)}
-        timings = {
-            "llm_seconds": round(llm_seconds, 4),
-            **tally.timings(),
-            "total_seconds": round(time.perf_counter() - started, 4),
-        }
+        timings = spend.timings(tally)
         if self.failures == "blank":
             blank = Script("", "", "", flags=("blank", f"failed:{last_error.reason}"))
             run.write_json(
@@ -354,9 +370,14 @@ class Generator:
             )
             # Done, so that it is rendered and scored; the error stays on record.
             run.save(
-                status="done", attempts=self.attempts, usage=usage, timings=timings, error=error
+                status="done",
+                attempts=self.attempts,
+                usage=spend.usage(),
+                timings=timings,
+                error=error,
             )
             return self._result(run, blank, cached=False, warnings=warnings)
+        usage = spend.usage()
         run.save(status="failed", attempts=self.attempts, usage=usage, timings=timings, error=error)
         raise GenerationError(
             f"no usable script after {self.attempts} attempt(s): {last_error.detail} "
@@ -365,12 +386,83 @@ class Generator:
             reason=last_error.reason,
         )
 
+    def _finish(
+        self,
+        run: Run,
+        chosen: drafts.Draft,
+        attempt: int,
+        transcript: dict[str, Any],
+        spend: drafts.Spend,
+        tally: GateTally,
+        warnings: tuple[str, ...],
+    ) -> GenerateResult:
+        """Save ``chosen`` as the run's script and mark the run done."""
+        script = chosen.parsed.script
+        if chosen.verdict.craft and self.gate.enabled and self.gate.craft:
+            # Kept as the best there was: what it lacks stays on the script.
+            script = replace(script, flags=(*script.flags, *chosen.verdict.craft))
+        flags = list(script.flags)
+        chosen.entry["outcome"] = {"ok": True, **({"flags": flags} if flags else {})}
+        run.write_json("transcript", "transcript.json", transcript)
+        run.write_json(
+            "script",
+            "script.json",
+            {
+                "schema_version": SCHEMA_VERSION,
+                "script": script.to_dict(),
+                "reasoning": chosen.parsed.reasoning,
+            },
+        )
+        run.save(
+            status="done",
+            attempts=attempt,
+            usage=spend.usage(),
+            timings=spend.timings(tally),
+            llm={**run.manifest.llm, "notes": chosen.completion.notes},
+            error=None,
+            # What the profile noticed but left as it came (echo, copy, long title).
+            stages={
+                **run.manifest.stages,
+                "gate": self.judge.record(chosen.verdict, tally),
+                **({"answer": {"flags": flags}} if flags else {}),
+            },
+        )
+        return self._result(run, script, cached=False, warnings=warnings)
+
+    def _sample(
+        self,
+        messages: list[Message],
+        decoding: Decoding,
+        prompt: Prompt,
+        call: Callable[[list[Message], Decoding], tuple[Completion, float]],
+        spend: drafts.Spend,
+        stop: threading.Event | None,
+    ) -> list[tuple[Completion, float, Decoding]]:
+        """This attempt's drafts: in one call where the backend samples drafts itself (the
+        prompt evaluated once), else one ``call`` each."""
+        wanted = drafts.decodings(decoding, self.drafts)
+        until = drafts.deadline(self.draft_seconds)
+        many = getattr(self.llm, "complete_drafts", None)
+        if many is None or len(wanted) == 1:
+            return drafts.sample_each(call, messages, wanted, until)
+        t = time.perf_counter()
+        completions: list[Completion] = call_with_retries(
+            lambda: many(messages, wanted, prompt.schema, deadline=until), self.retry, stop=stop
+        )
+        each = (time.perf_counter() - t) / max(1, len(completions))
+        for completion in completions:
+            spend.add(completion, each)
+        return [(c, each, d) for c, d in zip(completions, wanted, strict=False)]
+
     def _parse(self, text: str, references: References | None) -> ParsedAnswer:
         """``text`` as a script; an echoed example or a copied reference title is a
         :class:`ScriptParseError` under a profile that rejects copies, else a flag."""
         example = self.templates.example_script
         try:
             parsed = parse_script(text, example)
+            shown = self.templates.small_examples if self.examples else []
+            if any(repeats_example(parsed.script, e) for _, e in shown):
+                raise ScriptParseError("echoed_example", "the model repeated a worked example")
         except ScriptParseError as err:
             if self.profile.reject_copies or err.reason != "echoed_example":
                 raise
@@ -388,20 +480,18 @@ class Generator:
 
     def _shorter_title(
         self,
-        parsed: ParsedAnswer,
+        chosen: drafts.Draft,
         messages: list[Message],
-        completion: Completion,
-        decoding: Decoding,
         call: Callable[[list[Message], Decoding], tuple[Completion, float]],
-        entry: dict[str, Any],
     ) -> ParsedAnswer:
         """Ask once for a shorter title; failing that, cut it at a word boundary and flag it."""
+        parsed, entry = chosen.parsed, chosen.entry
         follow_up = [
             *messages,
-            {"role": "assistant", "content": completion.text},
+            {"role": "assistant", "content": chosen.completion.text},
             {"role": "user", "content": shorter_title_request(parsed.script.title)},
         ]
-        retry, seconds = call(follow_up, decoding)
+        retry, seconds = call(follow_up, chosen.decoding)
         entry["title_retry"] = {
             "messages": follow_up[-2:],
             "raw": retry.text,
@@ -469,24 +559,6 @@ def _flagged(parsed: ParsedAnswer, flag: str) -> ParsedAnswer:
     return ParsedAnswer(
         replace(parsed.script, flags=(*parsed.script.flags, flag)), parsed.reasoning
     )
-
-
-def _entry(
-    attempt: int, seed: int, messages: list[Message], completion: Completion, seconds: float
-) -> dict[str, Any]:
-    return {
-        "attempt": attempt,
-        "seed": seed,
-        "messages": messages,
-        "raw": completion.text,
-        "finish_reason": completion.finish_reason,
-        "usage": {
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-        },
-        "seconds": round(seconds, 4),
-        "notes": completion.notes,
-    }
 
 
 def write_script(query: str, llm: LLM | str = "embedded", **settings: Any) -> GenerateResult:

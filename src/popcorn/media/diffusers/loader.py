@@ -12,11 +12,19 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from popcorn import hub
 from popcorn.errors import MissingDependencyError, PopcornError, UsageError
 from popcorn.media.base import CHECK, PREPARE
 from popcorn.media.diffusers.acceleration import COMPILER, compile_blocks, recorded
 from popcorn.media.diffusers.prompts import fit_prompt, reads_long_prompts
-from popcorn.media.presets import CACHES, FOUR_BIT, Presets, check_presets
+from popcorn.media.presets import (
+    CACHES,
+    COVER_PRESETS,
+    FOUR_BIT,
+    PRESETS,
+    Presets,
+    check_presets,
+)
 from popcorn.residency import MODELS
 
 
@@ -139,13 +147,39 @@ class DiffusersModel:
         check_local(self.model, f"{self.role} model folder")
 
     def check(self) -> None:
-        """Fail before anything loads on settings this machine cannot run."""
+        """Fail before anything loads on settings this machine cannot run, or a missing
+        package (named with its extra). A model that is neither cached nor downloadable is
+        found when it loads, with one quick look at the hub (:func:`popcorn.hub.load`)."""
+        for module in ("torch", "diffusers"):
+            if find_spec(module) is None:
+                raise MissingDependencyError(
+                    module, "diffusion", f"The {self.role} generator {self.name!r}"
+                )
         if self.memory.quantize != "none":
             device, _ = self.memory.resolve()
             if not device.startswith("cuda"):
                 raise UsageError(f"--quantize {self.memory.quantize} needs a CUDA GPU")
             if find_spec("bitsandbytes") is None:
                 raise MissingDependencyError("bitsandbytes", "quant", "--quantize")
+
+    def pull_name(self) -> str:
+        """What ``popcorn pull`` takes to fetch this model: the preset's name for the preset's
+        own model, the hub id for another."""
+        presets = PRESETS if self.role == "video" else COVER_PRESETS
+        preset = presets.get(self.name)
+        return self.name if preset is not None and preset.model == self.model else self.model
+
+    def require_model(self) -> None:
+        """A one-line error naming ``popcorn pull`` unless the model is a folder, cached, or
+        downloadable; called before diffusers is imported (which takes seconds and prints
+        notices of its own), so an absent model is the only thing said. A pipeline already
+        held (loaded, or adopted by a benchmark) needs nothing."""
+        if self._is_folder() or self._key() in MODELS.loaded(self.role):
+            return
+        hub.check_available(self.model, "model_index.json", self.pull_name())
+
+    def _is_folder(self) -> bool:
+        return Path(self.model).expanduser().is_dir()
 
     def resolve(self) -> tuple[str, Any, bool]:
         """(device, torch dtype, fp8 text encoder) this pipeline loads with on this machine."""
@@ -184,6 +218,7 @@ class DiffusersModel:
 
     def _load(self, device: str, dtype: Any, fp8_text_encoder: bool = False) -> Any:
         self.check()
+        self.require_model()
         try:
             import diffusers
             import torch
@@ -193,7 +228,17 @@ class DiffusersModel:
         if self.memory.quantize != "none":
             kwargs["quantization_config"] = self._quantization(diffusers, dtype)
         try:
-            pipe = self._from_pretrained(diffusers, kwargs)
+            if self._is_folder():
+                pipe = self._from_pretrained(diffusers, kwargs)
+            else:  # a hub id: from the cache when it is there, failing fast when the hub is not
+                pipe = hub.load(
+                    self.model,
+                    "model_index.json",
+                    self.pull_name(),
+                    lambda local: self._from_pretrained(
+                        diffusers, {**kwargs, "local_files_only": local}
+                    ),
+                )
         except (OSError, ValueError) as err:
             raise PopcornError(
                 f"cannot load {self.name} from {self.model!r}: {first_line(err)} "
