@@ -36,7 +36,7 @@ def answer(n: int) -> str:
         {
             "title": f"Skateboard Cat, Take {n}",
             "cover_prompt": f"A tabby cat on a red skateboard, shot {n}",
-            "video_prompt": f"A cat rolls down a sunny street on a skateboard, take {n}",
+            "video_prompt": f"A cat rolls down a street on a skateboard, take {n}, tracking shot",
         }
     )
 
@@ -344,14 +344,16 @@ def test_a_second_study_run_is_refused_and_a_killed_runs_lock_is_taken_over(
 
 def test_a_study_whose_every_job_failed_exits_1_and_says_so(cli, tmp_path: Path):
     study = write_study(tmp_path, '"gguf:missing.gguf"', queries=2)
-    result = cli("study", "run", str(study), "--json")
+    result = cli("study", "run", str(study), "--json", "--no-check")
     assert result.code == 1
     assert json.loads(result.out)["failed_jobs"] == 2
     (line,) = result.err.strip().splitlines()
     assert line.startswith("popcorn: error: all 2 jobs failed (first error: ")
     assert "missing.gguf" in line and "popcorn study status" in line
 
-    again = cli("study", "run", str(study))  # nothing left to run: still nothing came out
+    again = cli(
+        "study", "run", str(study), "--no-check"
+    )  # nothing left to run: still nothing came out
     assert again.code == 1 and "all 2 jobs failed" in again.err
 
 
@@ -361,7 +363,7 @@ def test_a_study_with_some_jobs_done_exits_0(
     monkeypatch.setenv("OLLAMA_HOST", fault_proxy.url.removesuffix("/v1"))
     fault_proxy.answer_next(answer(1))
     study = write_study(tmp_path, '"ollama:m", "gguf:missing.gguf"')
-    result = cli("study", "run", str(study), "--json")
+    result = cli("study", "run", str(study), "--json", "--no-check")
     assert result.code == 0, result.err
     summary = json.loads(result.out)
     assert summary["failed"] == {"script": 1} and summary["failed_jobs"] == 1

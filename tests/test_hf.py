@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 QUERY = "A cat learning to skateboard"
 ANSWER = {
-    "title": "Kitten Shreds the Half-Pipe",
+    "title": "Kitten Skateboards the Half-Pipe",
     "cover_prompt": "A fluffy orange kitten on a tiny skateboard in a sunny skate park",
     "video_prompt": "The kitten pushes off, rolls down the ramp and lands a"
     " wobbly ollie, low-angle shot",

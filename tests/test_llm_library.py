@@ -16,7 +16,7 @@ from popcorn.llm.llmlib import option_values
 
 KEY = "sk-llm-store-SECRET-0042"
 GOOD = {
-    "title": "Kitten Shreds the Half-Pipe",
+    "title": "Kitten Skateboards the Half-Pipe",
     "cover_prompt": "A fluffy orange kitten on a tiny skateboard in a sunny skate park",
     "video_prompt": "The kitten pushes off, rolls down the ramp and lands a wobbly ollie",
 }

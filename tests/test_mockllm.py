@@ -99,7 +99,7 @@ def test_generate_runs_end_to_end_on_the_mock(cli, tmp_path: Path):
     )  # fmt: skip
     assert result.code == 0, result.err
     done = json.loads(result.out)
-    assert done["llm"] == "mock:x" and done["title"] == "A cat learning to skateboard"
+    assert done["llm"] == "mock:x" and done["title"] == "Skateboard, Up Close"
 
 
 def test_the_package_ships_only_the_mock_and_the_plugin_installer():

@@ -24,7 +24,7 @@ QUERIES = [
     "Animate a battle between a samurai and a dragon",
 ]
 GOOD = {
-    "title": "Kitten Shreds the Half-Pipe",
+    "title": "Kitten Skateboards the Half-Pipe",
     "cover_prompt": "A fluffy orange kitten on a tiny skateboard in a sunny skate park",
     "video_prompt": "The kitten pushes off, rolls down the ramp and lands a"
     " wobbly ollie, low-angle shot",

@@ -13,7 +13,7 @@ from popcorn.writer.parser import parse_script
 from popcorn.writer.prompts import EXAMPLE_SCRIPT
 
 GOOD = {
-    "title": "Kitten Shreds the Half-Pipe",
+    "title": "Kitten Skateboards the Half-Pipe",
     "cover_prompt": "A fluffy orange kitten on a tiny skateboard at a sunny skate park, wide angle",
     "video_prompt": "The kitten pushes off, rolls down the ramp and lands a wobbly ollie",
 }
@@ -96,7 +96,7 @@ def test_unescaped_inner_double_quotes():
 
 def test_raw_newlines_inside_strings():
     text = (
-        '{"title": "Kitten Shreds the Half-Pipe",\n"cover_prompt": "line one\nline two",\n'
+        '{"title": "Kitten Skateboards the Half-Pipe",\n"cover_prompt": "line one\nline two",\n'
         '"video_prompt": "first beat\nsecond beat"}'
     )
     script = parse(text)

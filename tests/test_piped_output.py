@@ -16,7 +16,7 @@ from conftest import FaultProxy
 MOCK = ["--llm", "mock:x", "--profile", "paper", "--video", "none", "--cover", "none"]
 ESCAPES = re.compile(r"[\x1b\r\x9b]")
 SCRIPT = {
-    "title": "Wok Fire After Dark",
+    "title": "Bangkok Noodles in Wok Fire",
     "cover_prompt": "Steam rising from a wok at a crowded Bangkok night market, neon signs",
     "video_prompt": "A cook flips noodles in a flaming wok as the camera pushes in through steam",
 }
@@ -161,7 +161,7 @@ def test_runs_show_transcript_shows_the_conversation_as_plain_text(cli, fault_pr
     assert "--- answer\nHere it is [red] (no JSON, sorry)\n" in first
     assert "\x1b" not in text and "\x07" not in text
     assert "--- outcome: not kept (" in first
-    assert "Wok Fire After Dark" in second and "--- outcome: kept" in second
+    assert "Bangkok Noodles in Wok Fire" in second and "--- outcome: kept" in second
     whole = json.loads(cli("runs", "show", run.name, "--transcript", "--json").out)
     assert whole["attempts"][0]["raw"] == hostile
 

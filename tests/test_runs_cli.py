@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import FaultProxy
 
 SCRIPT = {
-    "title": "Wok Fire After Dark",
+    "title": "Bangkok Noodles in Wok Fire",
     "cover_prompt": "Steam rising from a wok at a crowded Bangkok night market, neon signs",
     "video_prompt": "A cook flips noodles in a flaming wok as the camera pushes in through steam",
 }
@@ -38,7 +38,7 @@ def test_list_show_and_delete(cli, fault_proxy: FaultProxy):
 
     name = Path(made[0]["run_dir"]).name
     shown = cli("runs", "show", name[:12])
-    assert shown.code == 0 and "Wok Fire After Dark" in shown.out
+    assert shown.code == 0 and "Bangkok Noodles in Wok Fire" in shown.out
     manifest = json.loads(cli("runs", "show", name, "--json").out)
     assert manifest["query"] == made[0]["query"]
 

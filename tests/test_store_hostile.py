@@ -24,7 +24,7 @@ from popcorn.study.ledger import Ledger
 
 VICTIM = b"precious bytes that no lock may overwrite\n"
 SCRIPT = {
-    "title": "Wok Fire After Dark",
+    "title": "Bangkok Noodles in Wok Fire",
     "cover_prompt": "Steam rising from a wok at a crowded Bangkok night market, neon signs",
     "video_prompt": "A cook flips noodles in a flaming wok as the camera pushes in through steam",
 }
@@ -322,7 +322,7 @@ def test_runs_commands_skip_a_garbage_folder_and_work_on_the_others(cli, kind: s
     assert table.code == 0 and table.out.count("done") == 2
 
     shown = cli("runs", "show", first.path.name[:10], *out)
-    assert shown.code == 0 and "Wok Fire After Dark" in shown.out
+    assert shown.code == 0 and "Bangkok Noodles in Wok Fire" in shown.out
     broken = cli("runs", "show", "a-garbage-run", *out)
     assert broken.code == 1 and "a-garbage-run" in one_line(broken.err)
     rendered = cli("render", str(garbage), "--video", "none", "--cover", "preview")

@@ -20,7 +20,7 @@ SCRIPT = Script(
     "The kitten rolls down the ramp and lands an ollie in slow motion",
 )
 HALF_PIPE = Script(
-    "Kitten Shreds the Half-Pipe",
+    "Kitten Skateboards the Half-Pipe",
     "A fluffy orange kitten on a tiny skateboard in a sunny skate park, wide angle",
     "The kitten pushes off, rolls down the ramp and lands a wobbly ollie, slow motion",
 )
