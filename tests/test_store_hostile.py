@@ -186,6 +186,7 @@ def launched(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return 0
 
     monkeypatch.setattr(click, "launch", launch)
+    monkeypatch.setenv("DISPLAY", ":0")  # a desktop to open on (without one: one line, exit 1)
     return opened
 
 
