@@ -347,7 +347,9 @@ def test_a_study_whose_every_job_failed_exits_1_and_says_so(cli, tmp_path: Path)
     result = cli("study", "run", str(study), "--json", "--no-check")
     assert result.code == 1
     assert json.loads(result.out)["failed_jobs"] == 2
-    (line,) = result.err.strip().splitlines()
+    # progress lines, then one error line
+    *progress, line = result.err.strip().splitlines()
+    assert all(p.startswith("popcorn: script: ") for p in progress)
     assert line.startswith("popcorn: error: all 2 jobs failed (first error: ")
     assert "missing.gguf" in line and "popcorn study status" in line
 

@@ -67,7 +67,7 @@ def test_last_complete_candidate_wins():
 
 def test_trailing_commas_and_single_quotes():
     text = (
-        "{'title': 'Kitten Shreds the Half-Pipe', "
+        f"{{'title': '{GOOD['title']}', "
         f"'cover_prompt': '{GOOD['cover_prompt']}',\n"
         f"'video_prompt': '{GOOD['video_prompt']}',\n}}"
     )

@@ -11,7 +11,6 @@ import sqlite3
 import threading
 from pathlib import Path
 
-import click
 import pytest
 
 from conftest import FaultProxy
@@ -177,22 +176,23 @@ def test_render_refuses_a_run_folder_that_is_a_link(cli, tmp_path: Path):
 
 
 @pytest.fixture
-def launched(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The OS launcher replaced by a list of what it was asked to open."""
-    opened: list[str] = []
-
-    def launch(url: str, wait: bool = False, locate: bool = False) -> int:
-        opened.append(url)
-        return 0
-
-    monkeypatch.setattr(click, "launch", launch)
+def launched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A desktop opener of our own on PATH: an ``xdg-open`` script that writes down what it was
+    asked to open. Calling the fixture's value lists those paths."""
+    record = tmp_path / "opened.txt"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    opener = bin_dir / "xdg-open"
+    opener.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{record}"\n')
+    opener.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("DISPLAY", ":0")  # a desktop to open on (without one: one line, exit 1)
-    return opened
+    return lambda: record.read_text().splitlines() if record.exists() else []
 
 
 @pytest.mark.parametrize("named", ["/etc/passwd", "../victim.txt", "link.mp4", "sub", ""])
 def test_runs_open_opens_only_a_regular_file_of_the_run_folder(
-    cli, launched: list[str], named: str, tmp_path: Path
+    cli, launched, named: str, tmp_path: Path
 ):
     store = tmp_path / "store"
     run = make_run(store, "Street food in Bangkok at night")
@@ -206,22 +206,22 @@ def test_runs_open_opens_only_a_regular_file_of_the_run_folder(
     result = cli("runs", "open", run.path.name, "--out", str(store))
     if named == "":  # no clip: the cover, a file of its own, opens
         assert result.code == 0, result.err
-        assert launched == [str(run.path / "cover.png")]
+        assert launched() == [str(run.path / "cover.png")]
         return
     assert result.code == 1
     assert "not a file of the run folder" in one_line(result.err)
-    assert launched == []
+    assert launched() == []
     assert target.read_bytes() == VICTIM
 
 
-def test_runs_open_opens_the_runs_own_clip(cli, launched: list[str], tmp_path: Path):
+def test_runs_open_opens_the_runs_own_clip(cli, launched, tmp_path: Path):
     store = tmp_path / "store"
     run = make_run(store, "Street food in Bangkok at night")
     (run.path / "clip.mp4").write_bytes(b"mp4")
     run.save(files={**run.manifest.files, "clip": "clip.mp4"})
     result = cli("runs", "open", run.path.name[:8], "--out", str(store))
     assert result.code == 0, result.err
-    assert launched == [str(run.path / "clip.mp4")]
+    assert launched() == [str(run.path / "clip.mp4")]
 
 
 # --- garbage and unreadable run folders -----------------------------------------------------------
