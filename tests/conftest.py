@@ -73,6 +73,48 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port, in a thread; yields its URL once it
+    answers."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/api/options", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (Debian's, driven by Playwright)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    found = shutil.which("chromium")
+    assert found, "Debian's chromium is needed: bash scripts/setup.sh --dev installs it"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=found, headless=True, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="session")
 def llama_server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama-cpp-python's own OpenAI-compatible server with SmolLM2, on loopback."""

@@ -3,14 +3,17 @@ app started by the test, on the embedded defaults with the preview renderer."""
 
 from __future__ import annotations
 
-import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from conftest import chromium, serve_app
+from popcorn.app.requests import AppConfig
+from popcorn.app.server import create_app
+from popcorn.config import load_settings
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +29,6 @@ def pe_corpus(make_indexed_corpus) -> Path:
 def app_url(
     tmp_path_factory: pytest.TempPathFactory, pe_corpus: Path, small_predictor: Path
 ) -> Iterator[str]:
-    import uvicorn
-
-    from conftest import free_port
-    from popcorn.app.requests import AppConfig
-    from popcorn.app.server import create_app
-    from popcorn.config import load_settings
-
     # The page's flow is under test here, not the quality gate: it records its verdicts but
     # does not retry, so the tiny embedded model's answer always reaches the page.
     flags = {
@@ -42,35 +38,14 @@ def app_url(
         "predictor": {"path": str(small_predictor)},
     }
     config = AppConfig(llms=["embedded", "gguf:missing.gguf"], settings=load_settings(flags=flags))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url + "/api/options", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(create_app(config)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is needed: bash scripts/setup.sh --dev installs it"
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 def wait_done(url: str, task: str, timeout: float = 300) -> dict:

@@ -5,18 +5,15 @@ corpus is one click away (only into an empty corpus folder)."""
 from __future__ import annotations
 
 import json
-import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import free_port
+from conftest import chromium, serve_app
 from popcorn.app.requests import AppConfig
 from popcorn.app.server import create_app
 from popcorn.config import load_settings
@@ -138,34 +135,13 @@ def test_the_demo_corpus_never_goes_into_a_folder_that_holds_anything(tmp_path: 
 
 @pytest.fixture
 def app_url(tmp_path: Path) -> Iterator[str]:
-    import uvicorn
-
-    port = free_port()
-    app = create_app(config_for(tmp_path))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url + "/api/options", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(create_app(config_for(tmp_path))) as url:
+        yield url
 
 
 @pytest.mark.slow
 def test_the_page_greys_out_pe_says_how_to_get_it_and_makes_a_demo_corpus(app_url: str):
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is needed: bash scripts/setup.sh --dev installs it"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+    with chromium() as browser:
         page = browser.new_page()
         page.goto(app_url)
         page.wait_for_selector("#needs li.need-pe")
@@ -187,4 +163,3 @@ def test_the_page_greys_out_pe_says_how_to_get_it_and_makes_a_demo_corpus(app_ur
         page.wait_for_selector("#run:enabled", timeout=180_000)
         assert "The demo corpus is ready" in page.inner_text("#message")
         assert page.locator("#needs li.need-pe").count() == 0
-        browser.close()

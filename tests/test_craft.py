@@ -132,9 +132,17 @@ def test_drafts_keep_the_best_of_one_prompt(tmp_path: Path):
     assert run["manifest"]["usage"]["calls"] == 3
 
 
+def test_drafting_stops_at_the_first_draft_that_needs_no_other(tmp_path: Path):
+    run = _write(tmp_path, [RESTATED, GOOD, NOT_A_SHOT], drafts=3)
+    assert run["script"]["title"] == GOOD["title"] and run["manifest"]["usage"]["calls"] == 2
+    assert [e["draft"] for e in run["transcript"]["attempts"]] == [1, 2]
+
+
 def test_a_draft_time_cap_makes_the_first_draft_only(tmp_path: Path):
-    run = _write(tmp_path, [GOOD, RESTATED, NOT_A_SHOT], drafts=3, draft_seconds=1e-9)
-    assert run["manifest"]["usage"]["calls"] == 1
+    run = _write(tmp_path, [NOT_A_SHOT, RESTATED, GOOD], drafts=3, draft_seconds=1e-9)
+    # Neither answer is clean: each of the two attempts craft allows made its first draft only.
+    entries = run["transcript"]["attempts"]
+    assert [(e["attempt"], e["draft"]) for e in entries] == [(1, 1), (2, 1)]
 
 
 def test_drafts_enter_the_run_key_and_one_draft_keeps_the_old_key(tmp_path: Path):
@@ -181,5 +189,22 @@ def test_llamacpp_drafts_share_one_prompt_and_the_first_is_the_single_answer():
     group = llm.complete_drafts(messages, decodings(decoding, 2))  # type: ignore[attr-defined]
     assert group[0].text == single.text  # one draft is the writer without drafts
     assert group[1].text != group[0].text  # its own seed
+    other = PromptTemplates.packaged_for("popcorn").basic("The quiet before a storm", examples=True)
+    model = llm.model  # type: ignore[attr-defined]
+    evaluated: list[int] = []
+    real_eval = model.eval
+
+    def counting_eval(tokens):
+        evaluated.append(len(tokens))
+        return real_eval(tokens)
+
+    model.eval = counting_eval
+    try:
+        between = llm.complete(other, decoding)
+    finally:
+        del model.eval
+    # The instructions and worked examples stayed in the KV cache: only the new query's own
+    # message (and the answer) was evaluated.
+    assert between.prompt_tokens and sum(evaluated) < between.prompt_tokens / 3
     again = llm.complete_drafts(messages, decodings(decoding, 2))  # type: ignore[attr-defined]
     assert [c.text for c in again] == [c.text for c in group]  # the same whatever ran before

@@ -71,8 +71,9 @@ class Profile:
     """Ask again once for a title over 50 characters, then cut it; else it is kept as written,
     flagged ``title_over_limit``."""
     drafts: int = 1
-    """Drafts sampled per attempt for a small local model, the best kept by the gate's
-    measures (:mod:`popcorn.writer.drafts`); other models get one."""
+    """Most drafts sampled per attempt for a small local model, stopping at the first the gate
+    finds nothing in, the best kept by its measures (:mod:`popcorn.writer.drafts`); other
+    models get one."""
 
     def setting_defaults(self) -> dict[str, dict[str, Any]]:
         """Defaults this profile gives to :class:`~popcorn.config.Settings` keys (a user's
@@ -168,9 +169,9 @@ WHY: dict[str, str] = {
     "video prompt for frame captions) scores differently, so only outside a paper study",
     "best_of_n": "the study scored one script per job; picking the best of N by the predictor "
     "that then scores it inflates the score, so only outside a paper study",
-    "drafts": "a small model writes a usable script often and a good one rarely; the best of "
-    "three drafts of one prompt (evaluated once) keeps titles of its own and video prompts that "
-    "describe a shot; the study sampled one answer",
+    "drafts": "a small model writes a usable script often and a good one rarely; up to three "
+    "drafts of one prompt (evaluated once), stopping at the first the gate finds nothing in, "
+    "keep titles of its own and video prompts that describe a shot; the study sampled one answer",
 }
 """Why Popcorn differs, per field (empty where both profiles agree)."""
 
@@ -193,7 +194,7 @@ _LABELS: dict[str, str] = {
     "fix_titles": "title over 50 characters asked again, then cut",
     "judge": "study predictor recipe",
     "best_of_n": "best-of-N in studies (`candidates`)",
-    "drafts": "drafts per attempt, small local models (best kept by the gate)",
+    "drafts": "drafts per attempt, small local models (up to; best kept by the gate)",
 }
 
 

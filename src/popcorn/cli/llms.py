@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
+from popcorn.cli.output import json_lines
 from popcorn.safety import one_line
 
 
@@ -23,8 +23,7 @@ def llms(as_json: bool) -> None:
     error."""
     rows = _listing()
     if as_json:
-        for row in rows:
-            click.echo(json.dumps(row, ensure_ascii=False))
+        json_lines(rows)
         return
     for row in rows:
         if "broken" in row:

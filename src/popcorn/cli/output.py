@@ -7,7 +7,11 @@ which breaks ``grep`` and makes logs hard to read: there, lines are left whole.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import click
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -27,3 +31,9 @@ def is_terminal(made: Console) -> bool:
     """Whether ``made`` writes to a real terminal (FORCE_COLOR alone, as in CI, is not one)."""
     isatty = getattr(made.file, "isatty", None)
     return bool(made.is_terminal and isatty is not None and isatty())
+
+
+def json_lines(rows: Iterable[dict[str, Any]]) -> None:
+    """Print each row as one JSON object on its own line (what ``--json`` listings print)."""
+    for row in rows:
+        click.echo(json.dumps(row, ensure_ascii=False))

@@ -14,6 +14,7 @@ import click
 from pydantic import BaseModel
 
 from popcorn.cli.help import LazyHelpOption
+from popcorn.cli.output import json_lines
 from popcorn.config import MediaSettings, parse_toml
 from popcorn.config_fields import CliField, cli_fields
 from popcorn.profiles import PROFILE_NAMES
@@ -244,8 +245,7 @@ def generators(as_json: bool) -> None:
     Popcorn's differ and why (or that the study did not use the model)."""
     rows = _generator_rows()
     if as_json:
-        for row in rows:
-            click.echo(json.dumps(row, ensure_ascii=False))
+        json_lines(rows)
         return
     for row in rows:
         if "broken" in row:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any, Literal
@@ -131,18 +132,20 @@ class LlamaCppLLM:
         json_schema: dict[str, Any] | None = None,
         *,
         deadline: float | None = None,
+        enough: Callable[[Completion], bool] | None = None,
     ) -> list[Completion]:
-        """One completion per decoding, of the same messages: the prompt is evaluated once and
-        each further draft reuses it from llama.cpp's KV cache, so a draft costs its own tokens
-        only. Stops early (after the first) once ``time.monotonic()`` passes ``deadline``."""
+        """One completion per decoding, of the same messages, in order: the prompt is evaluated
+        once and each further draft reuses it from llama.cpp's KV cache, so a draft costs its
+        own tokens only. Stops early (after the first) once ``time.monotonic()`` passes
+        ``deadline``, or once ``enough`` says a draft will do.
+
+        The conversation before the last message (instructions, worked examples) is kept in
+        the KV cache from one call to the next (:func:`prime`), so a new query evaluates only
+        its own message."""
         done: list[Completion] = []
         with self._lock:
             model = self.model
-            # llama.cpp reuses the KV cache of the previous prompt's common prefix, and a
-            # cached prefix gives slightly different logits than a fresh one: without a reset
-            # the same seed could give another script depending on what ran before. The drafts
-            # after the first reuse this call's own prompt, the same way every time.
-            model.reset()
+            prime(model, messages)
             for decoding in decodings:
                 if done and deadline is not None and time.monotonic() >= deadline:
                     break
@@ -150,8 +153,12 @@ class LlamaCppLLM:
                 try:
                     out = model.create_chat_completion(**kwargs)
                 except ValueError as err:  # e.g. the prompt does not fit the context window
+                    _forget_prefix(model)
                     raise ProviderError(f"llama.cpp: {err} (raise --n-ctx?)") from None
                 done.append(self._completion(out, json_schema))
+                if enough is not None and enough(done[-1]):
+                    break
+            _check_prefix(model)
         return done
 
     @staticmethod
@@ -193,3 +200,93 @@ class LlamaCppLLM:
 
             self._grammars[text] = LlamaGrammar.from_json_schema(text, verbose=False)
         return self._grammars[text]
+
+
+# --- the conversation's fixed part, kept in the KV cache --------------------------------------
+#
+# llama.cpp reuses the KV cache of the previous prompt's common prefix, and a prefix computed
+# in another split gives slightly different logits: left to itself, the same seed could give
+# another script depending on what ran before. So the cache is used one way only. The prefix
+# is the conversation before its last message, formatted with the model's own chat template;
+# it is evaluated from an empty cache, alone, and kept (marked with its tokens) while the next
+# calls share it; anything else resets the cache first. Every prompt is thus evaluated as its
+# prefix, fresh, then the rest: the same numbers whatever ran before.
+
+_PREFIX = "_popcorn_prefix"
+
+
+def prefix_tokens(model: Any, messages: list[Message]) -> list[int]:
+    """The tokens of ``messages`` before the last one, as the prompt of ``messages`` starts
+    with them; empty where the chat format is not the model's own template (or the prefix
+    cannot be told apart)."""
+    if len(messages) < 2 or getattr(model, "chat_format", None) != "chat_template.default":
+        return []
+    template = (getattr(model, "metadata", None) or {}).get("tokenizer.chat_template")
+    if not template:
+        return []
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    def special(token: int) -> str:
+        return model._model.token_get_text(token) if token != -1 else ""
+
+    eos, bos = special(model.token_eos()), special(model.token_bos())
+
+    def render(part: list[Message], prompt: bool) -> Any:
+        formatter = Jinja2ChatFormatter(template, eos, bos, add_generation_prompt=prompt)
+        return formatter(messages=part)  # type: ignore[arg-type]
+
+    try:
+        whole, head = render(messages, True), render(messages[:-1], False)
+    except Exception:  # a template this code does not render as llama.cpp does
+        return []
+    if not whole.prompt.startswith(head.prompt):
+        return []
+
+    def tokens(text: str) -> list[int]:
+        found = model.tokenize(text.encode("utf-8"), add_bos=not whole.added_special, special=True)
+        return list(found)
+
+    full, start = tokens(whole.prompt), tokens(head.prompt)
+    same = 0
+    for a, b in zip(full, start, strict=False):
+        if a != b:
+            break
+        same += 1
+    # The last token of the head may merge with what follows: the shared tokens, less one.
+    return full[: max(0, same - 1)]
+
+
+def prime(model: Any, messages: list[Message]) -> None:
+    """Leave in ``model``'s KV cache exactly the prefix of ``messages`` evaluated on its own
+    (:func:`prefix_tokens`): kept from an earlier call when it holds the same one, else
+    evaluated now on an emptied cache. With no prefix, the cache is emptied."""
+    wanted = prefix_tokens(model, messages)
+    held = getattr(model, _PREFIX, None)
+    n = len(wanted)
+    if (
+        wanted
+        and held == tuple(wanted)
+        and model.n_tokens >= n
+        and list(model.input_ids[:n]) == wanted
+    ):
+        model._ctx.kv_cache_seq_rm(-1, n, -1)
+        model.n_tokens = n
+        model._requires_eval = True
+        return
+    _forget_prefix(model)
+    model.reset()
+    if wanted:
+        model.eval(wanted)
+        setattr(model, _PREFIX, tuple(wanted))
+
+
+def _check_prefix(model: Any) -> None:
+    """Forget the kept prefix if the last call did not start with it (its cells were
+    overwritten)."""
+    held = getattr(model, _PREFIX, None)
+    if held and list(model.input_ids[: len(held)]) != list(held):
+        _forget_prefix(model)
+
+
+def _forget_prefix(model: Any) -> None:
+    setattr(model, _PREFIX, None)

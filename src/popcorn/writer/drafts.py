@@ -1,11 +1,13 @@
 """Best of k drafts: several samples of one prompt, the best kept by the gate's measures.
 
-A small local model writes a usable script often enough and a good one rarely; sampling k
-drafts of the same request and keeping the best by the gate (passing first, then no restated
-title and a video prompt that is a shot, then a title on the query, then relevance; see
-:meth:`~popcorn.writer.gate.Verdict.rank`) turns "often enough" into "most of the time" for k
-times the sampling, not k times the prompt: llama.cpp evaluates the prompt once and keeps it in
-its KV cache for the other drafts (:meth:`~popcorn.llm.llamacpp.LlamaCppLLM.complete_drafts`).
+A small local model writes a usable script often enough and a good one rarely; sampling up to
+k drafts of the same request and keeping the best by the gate (passing first, then the fewest
+craft findings: a restated title, a video prompt that is no shot, a title or video prompt off
+the query; then relevance; see :meth:`~popcorn.writer.gate.Verdict.rank`) turns "often
+enough" into "most of the time". Drafts are made one after another and drafting stops at the
+first :func:`clean` one, so an easy query costs one draft and a hard one k. A draft costs its
+own tokens only: llama.cpp evaluates the prompt once and keeps it in its KV cache for the other
+drafts (:meth:`~popcorn.llm.llamacpp.LlamaCppLLM.complete_drafts`).
 
 The first draft of an attempt has the attempt's seed, so one draft is exactly the writer
 without drafts; draft ``j`` adds ``j`` times :data:`SEED_STRIDE`. ``seconds`` caps the time
@@ -28,10 +30,6 @@ from popcorn.writer.parser import ParsedAnswer
 SEED_STRIDE = 7919
 """Seed distance between the drafts of one attempt (a prime: no draft takes the seed of a
 later attempt's first draft)."""
-SMALL_DRAFTS = 3
-"""Drafts per attempt the popcorn profile gives a small local model (``size`` small): on the
-embedded model it brought restated titles from 85% to the figures in docs/benchmarks.md at
-about 1.6 times the seconds per script."""
 
 
 @dataclass
@@ -60,16 +58,26 @@ def sample_each(
     messages: list[Message],
     drafts: list[Decoding],
     until: float | None,
+    enough: Callable[[Completion], bool] | None = None,
 ) -> list[tuple[Completion, float, Decoding]]:
     """(completion, seconds, decoding) of each draft, one ``call`` each, stopping at ``until``
-    (after the first): for backends that do not sample drafts themselves."""
+    (after the first) or at the first draft that is ``enough``: for backends that do not
+    sample drafts themselves."""
     made = []
     for j, decoding in enumerate(drafts):
         if j and until is not None and time.monotonic() >= until:
             break
         completion, took = call(messages, decoding)
         made.append((completion, took, decoding))
+        if enough is not None and enough(completion):
+            break
     return made
+
+
+def clean(verdict: Verdict) -> bool:
+    """A draft that needs no other: it passes the gate with no craft finding. Drafting stops
+    at the first one."""
+    return verdict.ok and not verdict.craft
 
 
 def best(drafts: list[Draft]) -> Draft | None:

@@ -28,7 +28,7 @@ from popcorn.safety import redact
 from popcorn.script import TITLE_MAX_CHARS, Script, shorten_title
 from popcorn.writer import drafts
 from popcorn.writer.batch import BatchCallback, BatchReport, write_batch
-from popcorn.writer.gate import GateSettings
+from popcorn.writer.gate import GateSettings, Verdict
 from popcorn.writer.judge import GateTally, Judge
 from popcorn.writer.keys import script_key_inputs
 from popcorn.writer.parser import ParsedAnswer, parse_script, repeats_example
@@ -298,6 +298,29 @@ class Generator:
             run.write_json("transcript", "transcript.json", transcript)
 
         fallback: drafts.Draft | None = None
+        # Each draft judged once (while drafting, to know when to stop, then kept), by
+        # identity; the completion is held so that its id is not reused.
+        judged: dict[int, tuple[Completion, tuple[ParsedAnswer, Verdict] | ScriptParseError]] = {}
+
+        def look(completion: Completion) -> tuple[ParsedAnswer, Verdict] | ScriptParseError:
+            """The parsed draft and the gate's verdict, or why it does not parse."""
+            held = judged.get(id(completion))
+            if held is not None and held[0] is completion:
+                return held[1]
+            found: tuple[ParsedAnswer, Verdict] | ScriptParseError
+            try:
+                parsed = self._parse(completion.text, prompt.references)
+            except ScriptParseError as err:
+                found = err
+            else:
+                found = parsed, self.judge.timed(parsed.script, query, prompt.messages, tally)
+            judged[id(completion)] = (completion, found)
+            return found
+
+        def enough(completion: Completion) -> bool:
+            found = look(completion)
+            return not isinstance(found, ScriptParseError) and drafts.clean(found[1])
+
         for attempt in range(1, self.attempts + 1):
             # Each attempt is a fresh conversation with its own seed: reproducible, and a bad
             # first answer does not steer the next one.
@@ -305,19 +328,18 @@ class Generator:
             messages = prompt.messages
             made: list[drafts.Draft] = []
             for completion, seconds, used in self._sample(
-                messages, decoding, prompt, call, spend, stop
+                messages, decoding, prompt, call, spend, stop, enough
             ):
                 entry = drafts.entry(attempt, used.seed, messages, completion, seconds)
                 if self.drafts > 1:
                     entry["draft"] = len(made) + 1
                 transcript["attempts"].append(entry)
-                try:
-                    parsed = self._parse(completion.text, prompt.references)
-                except ScriptParseError as err:
-                    entry["outcome"] = {"ok": False, "reason": err.reason, "detail": err.detail}
-                    last_error = err
+                found = look(completion)
+                if isinstance(found, ScriptParseError):
+                    entry["outcome"] = {"ok": False, "reason": found.reason, "detail": found.detail}
+                    last_error = found
                     continue
-                verdict = self.judge.timed(parsed.script, query, messages, tally)
+                parsed, verdict = found
                 entry["gate"] = verdict.to_dict()
                 made.append(drafts.Draft(parsed, verdict, entry, completion, used))
             chosen = drafts.best(made)
@@ -437,17 +459,21 @@ class Generator:
         call: Callable[[list[Message], Decoding], tuple[Completion, float]],
         spend: drafts.Spend,
         stop: threading.Event | None,
+        enough: Callable[[Completion], bool],
     ) -> list[tuple[Completion, float, Decoding]]:
-        """This attempt's drafts: in one call where the backend samples drafts itself (the
-        prompt evaluated once), else one ``call`` each."""
+        """This attempt's drafts, made one after another until one is ``enough``: in one call
+        where the backend samples drafts itself (the prompt evaluated once), else one
+        ``call`` each."""
         wanted = drafts.decodings(decoding, self.drafts)
         until = drafts.deadline(self.draft_seconds)
         many = getattr(self.llm, "complete_drafts", None)
         if many is None or len(wanted) == 1:
-            return drafts.sample_each(call, messages, wanted, until)
+            return drafts.sample_each(call, messages, wanted, until, enough)
         t = time.perf_counter()
         completions: list[Completion] = call_with_retries(
-            lambda: many(messages, wanted, prompt.schema, deadline=until), self.retry, stop=stop
+            lambda: many(messages, wanted, prompt.schema, deadline=until, enough=enough),
+            self.retry,
+            stop=stop,
         )
         each = (time.perf_counter() - t) / max(1, len(completions))
         for completion in completions:
