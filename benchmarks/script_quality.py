@@ -1,8 +1,9 @@
 """Script quality on the embedded model: do the answers fit the query, or talk back?
 
 Run: ``.venv/bin/python benchmarks/script_quality.py [--queries 40] [--modes basic,pe]
-[--label after] [--prompts DIR] [--no-gate] [--save FILE]`` and, to compare saved runs,
-``.venv/bin/python benchmarks/script_quality.py --report FILE [FILE ...]``.
+[--label after] [--prompts DIR] [--no-gate] [--drafts K] [--temperature T] [--save FILE]``
+and, to compare saved runs, ``.venv/bin/python benchmarks/script_quality.py --report FILE
+[FILE ...]``.
 
 48 queries of our own (``QUERIES``: half concrete, half abstract, none of the study's; the
 first N are taken, alternating kinds), each written once per mode: ``basic``, and ``pe`` over a
@@ -26,7 +27,8 @@ on them. Every figure is computed here, from the final answers and the messages 
 - contamination: valid scripts holding the distinctive words of a worked example: the old
   popcorn example (the lighthouse keeper), whether or not the prompt showed it, and any
   example the prompt did show;
-- attempts: model calls for a script, mean (a failure counts all its attempts);
+- attempts: attempts per script, mean (a failure counts all its attempts); calls: model calls
+  per script (drafts, the shorter-title and title-step requests included);
 - s/script: wall seconds per query, retries and gate included; gate: the gate's own share.
 
 ``--save FILE`` keeps every attempt (messages, raw answer), so ``--report`` can recompute the
@@ -145,6 +147,8 @@ def generator(mode: str, args: argparse.Namespace, corpus: Path | None, out: Pat
     kwargs: dict[str, Any] = {"out": out, "attempts": args.attempts, "prompts": args.prompts}
     if args.drafts is not None:
         kwargs["drafts"] = args.drafts
+    if args.temperature is not None:
+        kwargs["temperature"] = args.temperature
     if "gate" in inspect.signature(Generator).parameters:
         kwargs["gate"] = GateSettings(enabled=not args.no_gate)
     elif not args.no_gate:
@@ -171,6 +175,8 @@ def run_one(gen: Any, query: str, kind: str) -> dict[str, Any]:
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     transcript = json.loads((run_dir / "transcript.json").read_text(encoding="utf-8"))
     record["attempts"] = manifest.get("attempts") or len(transcript["attempts"])
+    # Every model call, title follow-ups included (the transcript lists the drafts).
+    record["model_calls"] = manifest.get("usage", {}).get("calls")
     record["gate_seconds"] = manifest.get("timings", {}).get("gate_seconds", 0.0)
     record["prompt_version"] = manifest.get("prompt_version")
     record["calls"] = [
@@ -287,7 +293,7 @@ def summary(records: list[dict[str, Any]]) -> dict[str, float]:
         "title_03": sum(m["title_relevance"] >= 0.3 for m in measured) / n,
         "restates": sum(m["restates"] for m in measured) / max(1, len(measured)),
         "shots": sum(m["shot"] for m in measured) / max(1, len(measured)),
-        "calls": statistics.mean(len(r["calls"]) for r in records),
+        "calls": statistics.mean(r.get("model_calls") or len(r["calls"]) for r in records),
         "echo": sum(m["echo"] for m in measured) / max(1, len(measured)),
         "contamination": sum(m["contaminated"] for m in measured) / max(1, len(measured)),
         "attempts": statistics.mean(r["attempts"] for r in records),
@@ -411,6 +417,7 @@ def main() -> None:
     parser.add_argument("--no-gate", action="store_true")
     parser.add_argument("--attempts", type=int, default=3)
     parser.add_argument("--drafts", type=int, default=None, help="[default: the profile's]")
+    parser.add_argument("--temperature", type=float, default=None, help="[default: the profile's]")
     parser.add_argument("--pairs", type=int, default=10, help="before/after pairs to print")
     parser.add_argument("--videos", type=int, default=2200)
     parser.add_argument("--refs", type=int, default=10)

@@ -70,6 +70,31 @@ def test_paper_keeps_a_long_title_as_written_and_only_flags_it(tmp_path: Path):
     assert len(script.title) <= TITLE_MAX_CHARS and "title_shortened" in script.flags
 
 
+# What llama.cpp's grammar makes of a long title: the string closed at the schema's maxLength.
+CUT_TITLE = "Snowboarding down a powder slope, snowboarders' sk"
+
+
+def test_a_title_the_schema_cut_off_is_asked_again_then_cut_before_the_broken_word(
+    tmp_path: Path,
+):
+    assert len(CUT_TITLE) == TITLE_MAX_CHARS
+    cut = json.dumps({**json.loads(GOOD), "title": CUT_TITLE})
+    gen, llm = writer(tmp_path / "again", POPCORN, [cut, GOOD])
+    result = gen.generate(QUERY)
+    assert llm.calls == 2 and result.script.title == json.loads(GOOD)["title"]
+    transcript = json.loads((result.run_dir / "transcript.json").read_text())
+    asked = transcript["attempts"][0]["title_retry"]["messages"][-1]["content"]
+    assert "was cut off at the limit of 50 characters" in asked
+
+    gen, llm = writer(tmp_path / "cut", POPCORN, [cut])  # the answer is cut again
+    script = gen.generate(QUERY).script
+    assert script.title == "Snowboarding down a powder slope, snowboarders'"
+    assert "title_shortened" in script.flags
+    # Without a schema nothing was cut: a 50-character title is a title (paper sends none).
+    gen, llm = writer(tmp_path / "paper", PAPER, [cut])
+    assert gen.generate(QUERY).script.title == CUT_TITLE and llm.calls == 1
+
+
 def test_paper_keeps_an_echoed_example_flagged_where_rejecting_copies_fails_it(tmp_path: Path):
     example = PromptTemplates.packaged_for("paper").example_script
     assert example is not None

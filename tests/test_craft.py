@@ -140,9 +140,90 @@ def test_drafting_stops_at_the_first_draft_that_needs_no_other(tmp_path: Path):
 
 def test_a_draft_time_cap_makes_the_first_draft_only(tmp_path: Path):
     run = _write(tmp_path, [NOT_A_SHOT, RESTATED, GOOD], drafts=3, draft_seconds=1e-9)
-    # Neither answer is clean: each of the two attempts craft allows made its first draft only.
     entries = run["transcript"]["attempts"]
-    assert [(e["attempt"], e["draft"]) for e in entries] == [(1, 1), (2, 1)]
+    assert [(e["attempt"], e["draft"]) for e in entries] == [(1, 1)]
+    assert run["script"]["flags"] == ["not_a_shot"]
+
+
+def test_with_several_drafts_no_attempt_goes_to_craft(tmp_path: Path):
+    # The drafts are the second chances: the best of them is kept, flagged, and the next
+    # attempt (its own seed) is left for an answer that is unusable.
+    off = {**NOT_A_SHOT, "title": "Surf's Up, Pup"}
+    run = _write(tmp_path, [off, {**off, "video_prompt": "A dog near the sea at dawn"}], drafts=2)
+    assert run["manifest"]["attempts"] == 1 and run["manifest"]["usage"]["calls"] == 2
+    assert run["script"]["flags"] == ["not_a_shot"]
+    unusable = {**GOOD, "video_prompt": ""}
+    run = _write(tmp_path / "again", [unusable, unusable, GOOD], drafts=2)
+    assert run["manifest"]["attempts"] == 2 and run["script"]["title"] == GOOD["title"]
+
+
+def test_a_restated_title_kept_from_drafts_is_rewritten_by_a_title_step(tmp_path: Path):
+    restated_again = {"title": "Golden retriever learns to surf!"}
+    own = {"title": "Surf's Up, Pup"}
+    run = _write(tmp_path, [RESTATED, RESTATED, restated_again, own], drafts=2)
+    assert run["script"]["title"] == "Surf's Up, Pup" and run["script"].get("flags", []) == []
+    assert run["script"]["video_prompt"] == RESTATED["video_prompt"]  # the rest is the draft's
+    assert run["manifest"]["usage"]["calls"] == 4 and run["manifest"]["attempts"] == 1
+    assert run["manifest"]["stages"]["gate"]["craft"] == []
+    kept = next(e for e in run["transcript"]["attempts"] if e["outcome"]["ok"])
+    step = kept["title_step"]
+    assert step["kept"] == "Surf's Up, Pup"
+    assert step["raw"] == [json.dumps(restated_again), json.dumps(own)]
+    # A fresh title-only request, not a reply to the model's own answer.
+    assert "Write only a title" in step["messages"][0]["content"]
+    assert [m["role"] for m in kept["messages"]][-1] == "user"
+
+    # No title of its own among the step's drafts: the draft is kept as it was, flagged.
+    run = _write(tmp_path / "kept", [RESTATED, RESTATED, restated_again], drafts=2)
+    assert run["script"]["title"] == RESTATED["title"]
+    assert run["script"]["flags"] == ["restated_title"]
+    step = next(e for e in run["transcript"]["attempts"] if e["outcome"]["ok"])["title_step"]
+    assert step["kept"] is None and len(step["raw"]) == 2
+
+
+def test_title_of_reads_a_title_only_answer():
+    from popcorn.writer.parser import title_of
+
+    assert title_of('{"title": "Surf\'s Up, Pup"}') == "Surf's Up, Pup"
+    assert title_of('Sure! {"Title": " Surf  Pup "}') == "Surf Pup"
+    assert title_of('{"title": "..."}') is None and title_of("no json") is None
+    assert title_of('{"title": 3}') is None
+
+
+def test_a_small_model_gets_the_profiles_temperature_unless_one_is_set(tmp_path: Path):
+    from popcorn.llm.base import Decoding
+
+    small = MockLLM("mock:small")
+    small.size = "small"  # type: ignore[attr-defined]
+    large = MockLLM("mock:large")
+    assert POPCORN.small_temperature == 0.3 and PAPER.small_temperature is None
+    assert Generator(small, out=tmp_path).decoding.temperature == 0.3
+    assert Generator(small, out=tmp_path, profile=PAPER).decoding.temperature == 0.7
+    assert Generator(large, out=tmp_path).decoding.temperature == 0.7
+    set_here = Generator(small, out=tmp_path, decoding=Decoding(seed=3), temperature=0.9)
+    assert set_here.decoding.temperature == 0.9 and set_here.decoding.seed == 3
+    # The temperature is in the run's key: a run made at another one is not reused.
+    cold = Generator(small, out=tmp_path).key_inputs(QUERY)
+    warm = Generator(small, out=tmp_path, temperature=0.7).key_inputs(QUERY)
+    assert cold != warm
+
+
+def test_the_temperature_setting_is_unset_unless_given(monkeypatch, tmp_path: Path):
+    from popcorn.config import load_settings
+    from popcorn.pipeline import Pipeline
+
+    monkeypatch.chdir(tmp_path)  # no popcorn.toml
+    bare = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    assert load_settings(environ=bare).decoding.temperature is None
+    small = MockLLM("mock:small")
+    small.size = "small"  # type: ignore[attr-defined]
+    flags = {"decoding": {"temperature": 0.8}, "run": {"out": str(tmp_path / "runs")}}
+    for given, used in ((None, 0.3), (0.8, 0.8)):
+        flags["decoding"]["temperature"] = given
+        settings = load_settings(flags=flags, environ=bare)
+        assert Pipeline(settings, llm=small).generator.decoding.temperature == used
+    env = load_settings(environ={**bare, "POPCORN_DECODING_TEMPERATURE": "0.5"})
+    assert env.decoding.temperature == 0.5
 
 
 def test_drafts_enter_the_run_key_and_one_draft_keeps_the_old_key(tmp_path: Path):

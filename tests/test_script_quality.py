@@ -214,6 +214,37 @@ def test_contamination_measures_the_worked_example_in_unrelated_answers(title: s
     assert contamination(leaked, LIGHTHOUSE_QUERY, LIGHTHOUSE, LIGHTHOUSE_QUERY) == 0.0
 
 
+KNIFE_QUERY = "How to sharpen a kitchen knife"
+KNIFE = {
+    "title": "Razor Edge in Three Strokes",
+    "cover_prompt": "A chef's knife on a wet whetstone, water droplets, dark wood counter",
+    "video_prompt": "Extreme close-up of hands sharpening a kitchen knife on a wet whetstone as "
+    "water beads fly off the blade. Handheld camera, dramatic side light.",
+}
+
+
+@pytest.mark.parametrize(
+    ("query", "title", "video", "leaked"),
+    [
+        # Drafts of the embedded model (issue 25): the framing the grammar opens with, a
+        # person, the query's own words in possessive form are any shot's, not the example's.
+        ("A chef flipping pancakes in a tiny camper van", "The Chef's Kitchen",
+         "An overhead shot of a chef flipping pancakes in a tiny camper van.", False),
+        ("Letting go of perfectionism", "The Unrealistic End Goal",
+         "An extreme close-up of a woman's face as she is about to give up her dream. "
+         "Handheld camera, dramatic side light.", False),
+        # Its subject is the example's: a whetstone and a blade.
+        ("Baking bread at home", "Bread Day",
+         "A close-up of a baker drawing a blade across a whetstone before slicing.", True),
+    ],
+)  # fmt: skip
+def test_contamination_counts_the_examples_subject_not_how_a_shot_is_taken(
+    query: str, title: str, video: str, leaked: bool
+):
+    draft = Script(title, "A bright still of the scene", video)
+    assert (contamination(draft, query, KNIFE, KNIFE_QUERY) > 0) is leaked
+
+
 def test_the_gate_fails_a_leaked_example_only_where_one_was_shown(embedder):
     leaked = Script("The Lighthouse's Final Blink", "A moody still", "Saitama punches a monster")
     query = "One-Punch Man's funniest fights"

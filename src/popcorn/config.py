@@ -97,7 +97,7 @@ class LLMSettings(_Section):
     drafts: int | None = setting(
         None,
         "Drafts sampled per attempt, the best kept by the quality gate.  [default: the "
-        "profile's: 3 for a small local model under popcorn, else 1]",
+        "profile's: 4 for a small local model under popcorn, else 1]",
         group="LLM",
         ge=1,
         le=16,
@@ -147,16 +147,20 @@ class LLMSettings(_Section):
 
 
 class DecodingSettings(_Section):
-    """Sampling; the defaults are :class:`~popcorn.llm.base.Decoding`'s (the study's)."""
+    """Sampling; the defaults are :class:`~popcorn.llm.base.Decoding`'s (the study's), but
+    for the temperature of a small local model, which is the profile's when nobody sets it."""
 
-    temperature: float = Field(Decoding.temperature, ge=0, le=2)
+    temperature: float | None = Field(None, ge=0, le=2)
+    """None: the profile's for a small local model (popcorn 0.3), else 0.7."""
     top_p: float = Field(Decoding.top_p, gt=0, le=1)
     repetition_penalty: float = Field(Decoding.repetition_penalty, gt=0, le=3)
     seed: int = Field(Decoding.seed, ge=0)
     max_tokens: int = Field(Decoding.max_tokens, ge=16, le=32768)
 
     def decoding(self) -> Decoding:
-        return Decoding(**self.model_dump())
+        """The sampling to send; a temperature nobody set is Decoding's (the writer gives a
+        small local model its profile's, see :class:`~popcorn.writer.writer.Generator`)."""
+        return Decoding(**{k: v for k, v in self.model_dump().items() if v is not None})
 
 
 class RunSettings(_Section):

@@ -22,7 +22,8 @@ from popcorn.cli.render import (
 )
 from popcorn.config import DecodingSettings, LLMSettings, PESettingsModel
 from popcorn.config_fields import cli_fields, int_limits, limits
-from popcorn.profiles import PROFILE_NAMES
+from popcorn.llm.base import Decoding
+from popcorn.profiles import POPCORN, PROFILE_NAMES
 from popcorn.safety import one_line, plain, redact, shown
 
 if TYPE_CHECKING:
@@ -40,10 +41,14 @@ def decoding_option(name: str) -> dict[str, Any]:
         if field.annotation is int
         else click.FloatRange(low, high, min_open=low_open)
     )
-    return {
-        "type": kind,
-        "help": f"[default: {field.default}]",
-    }
+    default = _DEFAULT_HELP.get(name, field.default)
+    return {"type": kind, "help": f"[default: {default}]"}
+
+
+_DEFAULT_HELP = {
+    "temperature": f"{Decoding.temperature}; the profile's for a small local model: popcorn "
+    f"{POPCORN.small_temperature}"
+}
 
 
 LLM_OPTIONS = next(f for f in cli_fields(LLMSettings) if f.setting == "extra")

@@ -134,6 +134,7 @@ class Pipeline:
             gate=s.gate.settings(),
             drafts=s.llm.drafts,
             draft_seconds=s.llm.draft_seconds,
+            temperature=s.decoding.temperature,
         )
 
     @property

@@ -20,12 +20,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from popcorn.llm.base import Completion, Decoding, Message
 from popcorn.writer.gate import Verdict
 from popcorn.writer.judge import GateTally
 from popcorn.writer.parser import ParsedAnswer
+
+T = TypeVar("T")
 
 SEED_STRIDE = 7919
 """Seed distance between the drafts of one attempt (a prime: no draft takes the seed of a
@@ -41,6 +43,23 @@ class Draft:
     entry: dict[str, Any]
     completion: Completion
     decoding: Decoding
+
+
+class Once(Generic[T]):
+    """``judge`` of each completion, computed once (while drafting, to know when to stop, and
+    again when the drafts are kept), by identity: the completion is held, so that its id is not
+    reused by another."""
+
+    def __init__(self, judge: Callable[[Completion], T]) -> None:
+        self.judge = judge
+        self.seen: dict[int, tuple[Completion, T]] = {}
+
+    def __call__(self, completion: Completion) -> T:
+        held = self.seen.get(id(completion))
+        if held is None or held[0] is not completion:
+            held = (completion, self.judge(completion))
+            self.seen[id(completion)] = held
+        return held[1]
 
 
 def decodings(decoding: Decoding, count: int) -> list[Decoding]:

@@ -34,6 +34,7 @@ from typing import Any
 
 from popcorn.errors import PopcornError
 from popcorn.script import Script
+from popcorn.writer.prompts import SHOT_OPENINGS
 
 _WORD = re.compile(r"[a-z0-9']+")
 _META = re.compile(
@@ -60,7 +61,12 @@ _GENERIC = frozenset(
      "last", "time", "first", "face", "hand", "hands", "young", "colors", "colours", "color",
      "colour", "gentle", "film", "grain", "glow", "depth", "field", "shallow", "around",
      "slowly", "level", "only", "then", "leaving", "against", "below", "above", "into",
-     "across", "over", "under", "while", "after", "before"}
+     "across", "over", "under", "while", "after", "before",
+     # How a shot is taken (the small-model grammar opens every video prompt with a framing,
+     # the examples use them too) and who is in one: any shot of any subject has these.
+     *(w for opening in SHOT_OPENINGS for w in _WORD.findall(opening.lower())),
+     "static", "side", "grey", "gray", "pan", "pans", "zoom", "dolly", "aerial", "lens",
+     "focus", "macro", "woman", "women", "man", "men", "person", "people", "head", "down"}
 )  # fmt: skip
 
 
@@ -81,9 +87,10 @@ class GateSettings:
     """Highest :func:`contamination` an answer to another query may have: 0 fails any answer
     holding two of the worked example's distinctive words, or its title's."""
     craft: bool = True
-    """Ask again, within the attempts, for a title that restates the query or a video prompt
-    that is no shot (:mod:`popcorn.writer.craft`); the best answer is kept when no attempt has
-    both. False: both are only recorded."""
+    """Ask again for a title that restates the query or a video prompt that is no shot
+    (:mod:`popcorn.writer.craft`): one more attempt, or the other drafts and a title step
+    where a small model makes several (:class:`~popcorn.writer.writer.Generator`); the best
+    answer is kept, flagged, when none has neither. False: both are only recorded."""
 
     def thresholds(self) -> dict[str, float]:
         """The thresholds alone (what a job key and a manifest record); ``craft`` only where
@@ -164,8 +171,14 @@ def echo(script: Script, prompt_text: str, query: str) -> float:
 
 def distinctive(text: str, common: Iterable[str] = ()) -> set[str]:
     """The content words of ``text`` (no stop words, no words of ``common``)."""
-    skip = _STOP | {w for c in common for w in words(c)}
-    return {w for w in words(text) if len(w) > 3 and w not in skip}
+    skip = _STOP | {_base(w) for c in common for w in words(c)}
+    found = {_base(w) for w in words(text)}
+    return {w for w in found if len(w) > 3 and w not in skip}
+
+
+def _base(word: str) -> str:
+    """``word`` less a possessive ending ("chef's" is "chef")."""
+    return word.removesuffix("'s")
 
 
 def example_marks(example: Mapping[str, str], example_query: str, query: str) -> set[str]:

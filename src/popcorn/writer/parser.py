@@ -116,6 +116,23 @@ def parse_script(text: str, example: Mapping[str, str] | None = None) -> ParsedA
     )
 
 
+def title_of(text: str) -> str | None:
+    """The title of a title-only answer (``{"title": ...}``, read as leniently as a script),
+    or None when it holds no usable one."""
+    objects, _, _ = json_objects(text)
+    for obj in reversed(objects):
+        value = (_find_fields(obj) or {}).get("title")
+        if value is None:
+            continue
+        try:
+            title = " ".join(_as_text("title", value).split())
+        except ScriptParseError:
+            continue
+        if len(title) >= 3 and not _PLACEHOLDER.match(title):
+            return title
+    return None
+
+
 # --- reasoning blocks -----------------------------------------------------------------------
 
 

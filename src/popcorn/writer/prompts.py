@@ -119,9 +119,12 @@ _FIELD_CHARS = 300
 
 COMPACT_REFS = (2, 1)
 """The compact form's most references: popular, unpopular (the closest to the query)."""
-COMPACT_MIN_SIMILARITY = 0.3
+COMPACT_MIN_SIMILARITY = 0.4
 """A reference less similar to the query than this is not shown in the compact form: a small
-model copies whatever it is shown, and a video about something else pulls it off the query."""
+model copies whatever it is shown, and a video about something else pulls it off the query
+(a parrot's trick, at 0.3-0.4, shown for a golden retriever learning to surf). At 0.4 instead
+of 0.3, on the script-quality benchmark's generated corpus, 12 of 40 queries were shown a
+reference instead of 24, and the video prompt's median relevance rose from 0.44 to 0.49."""
 COMPACT_CAPTION_WORDS = 8
 COMPACT_CAPTION_CHARS = 80
 COMPACT_TITLE_CHARS = 80
@@ -527,9 +530,29 @@ def format_references(references: Sequence[Reference]) -> str:
     )
 
 
-def shorter_title_request(title: str) -> str:
-    """The follow-up sent once when a title is over the limit."""
+TITLE_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"title": SCRIPT_JSON_SCHEMA["properties"]["title"]},
+    "required": ["title"],
+    "additionalProperties": False,
+}
+"""A title-only answer (the writer's title step)."""
+
+
+def own_title_request(query: str) -> str:
+    """The title-only request for a script whose title restated the query."""
     return (
-        f"The title {title!r} has {len(title)} characters; the limit is {TITLE_MAX_CHARS}. "
-        "Reply with the same JSON object, with a shorter title."
+        f"Write only a title for a 3-second micro-video about: {query}\n"
+        "A title of its own, two to five words a viewer would click, not the idea's own "
+        "words. Answer with a JSON object: title."
     )
+
+
+def shorter_title_request(title: str, *, cut: bool = False) -> str:
+    """The follow-up sent once when a title is over the limit, or was cut off at it."""
+    said = (
+        f"The title {title!r} was cut off at the limit of {TITLE_MAX_CHARS} characters."
+        if cut
+        else f"The title {title!r} has {len(title)} characters; the limit is {TITLE_MAX_CHARS}."
+    )
+    return f"{said} Reply with the same JSON object, with a shorter title."

@@ -31,13 +31,15 @@ from popcorn.writer.batch import BatchCallback, BatchReport, write_batch
 from popcorn.writer.gate import GateSettings, Verdict
 from popcorn.writer.judge import GateTally, Judge
 from popcorn.writer.keys import script_key_inputs
-from popcorn.writer.parser import ParsedAnswer, parse_script, repeats_example
+from popcorn.writer.parser import ParsedAnswer, parse_script, repeats_example, title_of
 from popcorn.writer.prompts import (
     PE_JSON_SCHEMA,
     SCRIPT_JSON_SCHEMA,
     SMALL_SCRIPT_JSON_SCHEMA,
+    TITLE_JSON_SCHEMA,
     Form,
     PromptTemplates,
+    own_title_request,
     shorter_title_request,
 )
 from popcorn.writer.queries import QueryItem, validate_query
@@ -48,9 +50,17 @@ if TYPE_CHECKING:
     from popcorn.retrieval.search import References
 
 DEFAULT_OUT = Path("popcorn-runs")
+TITLE_FINDINGS = frozenset({"restated_title", "title_off_query"})
+"""What the title step rewrites a kept draft's title for."""
+TITLE_TOKENS = 48
+"""Most new tokens of a title-only answer (``{"title": ...}`` is about 20)."""
+Schema = dict[str, Any] | None
+Call = Callable[..., tuple[Completion, float]]
+"""One model call of a run: (messages, decoding[, schema]) -> (completion, seconds)."""
 CRAFT_ATTEMPTS = 2
-"""Attempts that may go to a restated title or a video prompt that is no shot: one more try
-(its drafts included) gains most of what more would, at a second attempt's time."""
+"""Attempts that may go to a restated title or a video prompt that is no shot, for a writer
+that makes one draft an attempt: one more try gains most of what more would. A writer that
+makes several keeps the best of its drafts instead (they are the second chances)."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +85,11 @@ class Generator:
     shown, whether the quality gate acts, how many attempts a query gets (``attempts`` None),
     whether an echoed example or a copied reference is rejected and whether an over-long
     title is asked again and cut (else each is only flagged on the script, as the study kept
-    them). ``prompts`` replaces the profile's template folder
-    with another one. A backend passed in already built is used as it was built (its request
-    and 4-bit type included).
+    them), and how many drafts and what temperature a small local model gets: ``temperature``
+    wins over ``decoding``'s; None leaves ``decoding``'s, except that a small local model gets
+    the profile's ``small_temperature`` (popcorn 0.3). ``prompts`` replaces the profile's
+    template folder with another one. A backend passed in already built is used as it was
+    built (its request and 4-bit type included).
 
     Every parsed answer goes through the quality gate (:mod:`popcorn.writer.gate`): its verdict
     is recorded in the transcript (each attempt) and the manifest (``stages["gate"]``); with
@@ -101,6 +113,7 @@ class Generator:
         failures: Literal["fail", "blank"] = "fail",
         drafts: int | None = None,
         draft_seconds: float | None = None,
+        temperature: float | None = None,
     ) -> None:
         if attempts is None:
             attempts = profile.attempts
@@ -127,14 +140,18 @@ class Generator:
             self.llm = llm
         self.store = RunStore(out)
         self.decoding = decoding or Decoding(max_tokens=profile.max_tokens)
+        small = model_size(self.llm) == "small"
+        if temperature is None and small:
+            temperature = profile.small_temperature
+        if temperature is not None:
+            self.decoding = replace(self.decoding, temperature=temperature)
         self.attempts = attempts
         self.retry = retry or RetryPolicy()
         self.gate = gate if gate is not None else GateSettings(enabled=profile.gate)
         self.judge = Judge(self.gate, self.templates, self.enhancer)
-        small = model_size(self.llm) == "small"
         self.drafts = drafts if drafts is not None else (profile.drafts if small else 1)
         """Drafts sampled per attempt, the best kept (:mod:`popcorn.writer.drafts`): the
-        profile's for a small model (popcorn 3, paper 1), else 1."""
+        profile's for a small model (popcorn 4, paper 1), else 1."""
         if self.drafts < 1:
             raise UsageError("drafts must be at least 1")
         self.draft_seconds = draft_seconds
@@ -283,10 +300,12 @@ class Generator:
         tally = GateTally()
         last_error: ScriptParseError | None = None
 
-        def call(messages: list[Message], decoding: Decoding) -> tuple[Completion, float]:
+        def call(
+            messages: list[Message], decoding: Decoding, schema: Schema = prompt.schema
+        ) -> tuple[Completion, float]:
             t = time.perf_counter()
             completion = call_with_retries(
-                lambda: self.llm.complete(messages, decoding, prompt.schema),
+                lambda: self.llm.complete(messages, decoding, schema),
                 self.retry,
                 stop=stop,
             )
@@ -298,24 +317,15 @@ class Generator:
             run.write_json("transcript", "transcript.json", transcript)
 
         fallback: drafts.Draft | None = None
-        # Each draft judged once (while drafting, to know when to stop, then kept), by
-        # identity; the completion is held so that its id is not reused.
-        judged: dict[int, tuple[Completion, tuple[ParsedAnswer, Verdict] | ScriptParseError]] = {}
 
+        @drafts.Once
         def look(completion: Completion) -> tuple[ParsedAnswer, Verdict] | ScriptParseError:
             """The parsed draft and the gate's verdict, or why it does not parse."""
-            held = judged.get(id(completion))
-            if held is not None and held[0] is completion:
-                return held[1]
-            found: tuple[ParsedAnswer, Verdict] | ScriptParseError
             try:
                 parsed = self._parse(completion.text, prompt.references)
             except ScriptParseError as err:
-                found = err
-            else:
-                found = parsed, self.judge.timed(parsed.script, query, prompt.messages, tally)
-            judged[id(completion)] = (completion, found)
-            return found
+                return err
+            return parsed, self.judge.timed(parsed.script, query, prompt.messages, tally)
 
         def enough(completion: Completion) -> bool:
             found = look(completion)
@@ -328,7 +338,7 @@ class Generator:
             messages = prompt.messages
             made: list[drafts.Draft] = []
             for completion, seconds, used in self._sample(
-                messages, decoding, prompt, call, spend, stop, enough
+                messages, decoding, prompt.schema, call, spend, stop, enough
             ):
                 entry = drafts.entry(attempt, used.seed, messages, completion, seconds)
                 if self.drafts > 1:
@@ -349,9 +359,12 @@ class Generator:
             if chosen is None:
                 keep_transcript()
                 continue
-            if len(chosen.parsed.script.title) > TITLE_MAX_CHARS:
+            title = chosen.parsed.script.title
+            if len(title) > TITLE_MAX_CHARS or (
+                self.profile.fix_titles and _cut_off(title, prompt.schema)
+            ):
                 if self.profile.fix_titles:
-                    chosen.parsed = self._shorter_title(chosen, messages, call)
+                    chosen.parsed = self._shorter_title(chosen, messages, call, prompt.schema)
                     chosen.verdict = self.judge.timed(chosen.parsed.script, query, messages, tally)
                     chosen.entry["gate"] = chosen.verdict.to_dict()
                 else:
@@ -367,15 +380,18 @@ class Generator:
                 run.save(stages={**run.manifest.stages, "gate": gate})
                 continue
             if verdict.craft and self.gate.enabled and self.gate.craft:
-                # A restated title or a video prompt that is no shot is asked again; the best
-                # such answer is kept when no attempt has neither.
+                # A restated title or a video prompt that is no shot is asked again (by one
+                # more attempt when drafts are one an attempt: several are their own second
+                # chances); the best such answer is kept when none has neither.
                 if fallback is None or verdict.rank() > fallback.verdict.rank():
                     fallback = chosen
-                if attempt < min(self.attempts, CRAFT_ATTEMPTS):
+                if self.drafts == 1 and attempt < min(self.attempts, CRAFT_ATTEMPTS):
                     chosen.entry["outcome"] = {"ok": False, "reason": verdict.craft[0]}
                     keep_transcript()
                     continue
                 chosen = fallback
+            if self.drafts > 1 and self.gate.craft and TITLE_FINDINGS & set(chosen.verdict.craft):
+                self._own_title(chosen, prompt, query, call, spend, stop, tally)
             return self._finish(run, chosen, attempt, transcript, spend, tally, warnings)
         if fallback is not None:
             return self._finish(run, fallback, self.attempts, transcript, spend, tally, warnings)
@@ -455,8 +471,8 @@ class Generator:
         self,
         messages: list[Message],
         decoding: Decoding,
-        prompt: Prompt,
-        call: Callable[[list[Message], Decoding], tuple[Completion, float]],
+        schema: Schema,
+        call: Call,
         spend: drafts.Spend,
         stop: threading.Event | None,
         enough: Callable[[Completion], bool],
@@ -468,10 +484,12 @@ class Generator:
         until = drafts.deadline(self.draft_seconds)
         many = getattr(self.llm, "complete_drafts", None)
         if many is None or len(wanted) == 1:
-            return drafts.sample_each(call, messages, wanted, until, enough)
+            return drafts.sample_each(
+                lambda m, d: call(m, d, schema), messages, wanted, until, enough
+            )
         t = time.perf_counter()
         completions: list[Completion] = call_with_retries(
-            lambda: many(messages, wanted, prompt.schema, deadline=until, enough=enough),
+            lambda: many(messages, wanted, schema, deadline=until, enough=enough),
             self.retry,
             stop=stop,
         )
@@ -479,6 +497,54 @@ class Generator:
         for completion in completions:
             spend.add(completion, each)
         return [(c, each, d) for c, d in zip(completions, wanted, strict=False)]
+
+    def _own_title(
+        self,
+        chosen: drafts.Draft,
+        prompt: Prompt,
+        query: str,
+        call: Call,
+        spend: drafts.Spend,
+        stop: threading.Event | None,
+        tally: GateTally,
+    ) -> None:
+        """Rewrite ``chosen``'s title (restated, or off the query) by a title-only request
+        after the same instructions and worked examples (a backend that keeps them cached
+        evaluates the request alone): up to ``drafts`` titles, kept at the first with which
+        the script passes the gate with neither of :data:`TITLE_FINDINGS`. Asked again after
+        its own answer, a small model gives that answer back; a fresh request does not."""
+        messages = [*prompt.messages[:-1], {"role": "user", "content": own_title_request(query)}]
+
+        @drafts.Once
+        def judged(completion: Completion) -> tuple[ParsedAnswer, Verdict] | None:
+            title = title_of(completion.text)
+            if title is None or _cut_off(title, TITLE_JSON_SCHEMA):
+                return None
+            script = replace(chosen.parsed.script, title=title)
+            verdict = self.judge.timed(script, query, prompt.messages, tally)
+            return ParsedAnswer(script, chosen.parsed.reasoning), verdict
+
+        def enough(completion: Completion) -> bool:
+            outcome = judged(completion)
+            return (
+                outcome is not None and outcome[1].ok and not TITLE_FINDINGS & set(outcome[1].craft)
+            )
+
+        decoding = replace(chosen.decoding, max_tokens=TITLE_TOKENS)
+        made = self._sample(messages, decoding, TITLE_JSON_SCHEMA, call, spend, stop, enough)
+        record: dict[str, Any] = {
+            "messages": messages[-1:],
+            "raw": [completion.text for completion, _, _ in made],
+            "seconds": round(sum(seconds for _, seconds, _ in made), 4),
+            "kept": None,
+        }
+        chosen.entry["title_step"] = record
+        kept = next((c for c, _, _ in made if enough(c)), None)
+        outcome = None if kept is None else judged(kept)
+        if outcome is not None:
+            chosen.parsed, chosen.verdict = outcome
+            chosen.entry["gate"] = chosen.verdict.to_dict()
+            record["kept"] = chosen.parsed.script.title
 
     def _parse(self, text: str, references: References | None) -> ParsedAnswer:
         """``text`` as a script; an echoed example or a copied reference title is a
@@ -508,14 +574,18 @@ class Generator:
         self,
         chosen: drafts.Draft,
         messages: list[Message],
-        call: Callable[[list[Message], Decoding], tuple[Completion, float]],
+        call: Call,
+        schema: Schema,
     ) -> ParsedAnswer:
-        """Ask once for a shorter title; failing that, cut it at a word boundary and flag it."""
+        """Ask once for a shorter title; failing that, cut it at a word boundary (before the
+        last, cut-off word of a title the schema closed) and flag it."""
         parsed, entry = chosen.parsed, chosen.entry
+        title = parsed.script.title
+        cut = _cut_off(title, schema)
         follow_up = [
             *messages,
             {"role": "assistant", "content": chosen.completion.text},
-            {"role": "user", "content": shorter_title_request(parsed.script.title)},
+            {"role": "user", "content": shorter_title_request(title, cut=cut)},
         ]
         retry, seconds = call(follow_up, chosen.decoding)
         entry["title_retry"] = {
@@ -531,12 +601,13 @@ class Generator:
             again = parse_script(retry.text, self.templates.example_script)
         except ScriptParseError:
             again = None
-        if again is not None and len(again.script.title) <= TITLE_MAX_CHARS:
-            script = replace(parsed.script, title=again.script.title)
-            return ParsedAnswer(script, parsed.reasoning)
+        if again is not None:
+            shorter = again.script.title
+            if len(shorter) <= TITLE_MAX_CHARS and not _cut_off(shorter, schema):
+                return ParsedAnswer(replace(parsed.script, title=shorter), parsed.reasoning)
         script = replace(
             parsed.script,
-            title=shorten_title(parsed.script.title),
+            title=shorten_title(title, TITLE_MAX_CHARS - 1 if cut else TITLE_MAX_CHARS),
             flags=(*parsed.script.flags, "title_shortened"),
         )
         return ParsedAnswer(script, parsed.reasoning)
@@ -577,6 +648,13 @@ def model_size(llm: LLM) -> Literal["small", "large"]:
     ``large`` when it says nothing."""
     size = getattr(llm, "size", "large")
     return "small" if size == "small" else "large"
+
+
+def _cut_off(title: str, schema: Schema) -> bool:
+    """Whether the schema's length bound closed ``title``: a grammar ends the string at its
+    ``maxLength``, mid-word as often as not ("Snowboarding down a powder slope, snowboarders'
+    sk"). A title that is exactly that long by choice is asked again as well, at one call."""
+    return schema is not None and len(title) == TITLE_MAX_CHARS
 
 
 def _flagged(parsed: ParsedAnswer, flag: str) -> ParsedAnswer:
