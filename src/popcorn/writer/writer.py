@@ -25,38 +25,29 @@ from popcorn.profiles import POPCORN, Profile
 from popcorn.runs.keys import job_key
 from popcorn.runs.store import SCHEMA_VERSION, Run, RunManifest, RunStore
 from popcorn.safety import redact
-from popcorn.script import TITLE_MAX_CHARS, Script, shorten_title
-from popcorn.writer import drafts
+from popcorn.script import TITLE_MAX_CHARS, Script
+from popcorn.writer import drafts, titles
 from popcorn.writer.batch import BatchCallback, BatchReport, write_batch
 from popcorn.writer.gate import GateSettings, Verdict
 from popcorn.writer.judge import GateTally, Judge
 from popcorn.writer.keys import script_key_inputs
-from popcorn.writer.parser import ParsedAnswer, parse_script, repeats_example, title_of
+from popcorn.writer.parser import ParsedAnswer, parse_script, repeats_example
 from popcorn.writer.prompts import (
     PE_JSON_SCHEMA,
     SCRIPT_JSON_SCHEMA,
     SMALL_SCRIPT_JSON_SCHEMA,
-    TITLE_JSON_SCHEMA,
     Form,
     PromptTemplates,
-    own_title_request,
-    shorter_title_request,
 )
 from popcorn.writer.queries import QueryItem, validate_query
 from popcorn.writer.result import GenerateResult
+from popcorn.writer.titles import Call, Schema
 
 if TYPE_CHECKING:
     from popcorn.retrieval.enhance import Enhancer, PESettings
     from popcorn.retrieval.search import References
 
 DEFAULT_OUT = Path("popcorn-runs")
-TITLE_FINDINGS = frozenset({"restated_title", "title_off_query"})
-"""What the title step rewrites a kept draft's title for."""
-TITLE_TOKENS = 48
-"""Most new tokens of a title-only answer (``{"title": ...}`` is about 20)."""
-Schema = dict[str, Any] | None
-Call = Callable[..., tuple[Completion, float]]
-"""One model call of a run: (messages, decoding[, schema]) -> (completion, seconds)."""
 CRAFT_ATTEMPTS = 2
 """Attempts that may go to a restated title or a video prompt that is no shot, for a writer
 that makes one draft an attempt: one more try gains most of what more would. A writer that
@@ -361,10 +352,12 @@ class Generator:
                 continue
             title = chosen.parsed.script.title
             if len(title) > TITLE_MAX_CHARS or (
-                self.profile.fix_titles and _cut_off(title, prompt.schema)
+                self.profile.fix_titles and titles.cut_off(title, prompt.schema)
             ):
                 if self.profile.fix_titles:
-                    chosen.parsed = self._shorter_title(chosen, messages, call, prompt.schema)
+                    chosen.parsed = titles.shorter(
+                        chosen, messages, call, prompt.schema, self.templates.example_script
+                    )
                     chosen.verdict = self.judge.timed(chosen.parsed.script, query, messages, tally)
                     chosen.entry["gate"] = chosen.verdict.to_dict()
                 else:
@@ -390,8 +383,14 @@ class Generator:
                     keep_transcript()
                     continue
                 chosen = fallback
-            if self.drafts > 1 and self.gate.craft and TITLE_FINDINGS & set(chosen.verdict.craft):
-                self._own_title(chosen, prompt, query, call, spend, stop, tally)
+            if self.drafts > 1 and self.gate.craft and titles.FINDINGS & set(chosen.verdict.craft):
+                titles.own(
+                    chosen,
+                    prompt.messages,
+                    query,
+                    lambda m, d, s, e: self._sample(m, d, s, call, spend, stop, e),
+                    lambda script: self.judge.timed(script, query, prompt.messages, tally),
+                )
             return self._finish(run, chosen, attempt, transcript, spend, tally, warnings)
         if fallback is not None:
             return self._finish(run, fallback, self.attempts, transcript, spend, tally, warnings)
@@ -498,54 +497,6 @@ class Generator:
             spend.add(completion, each)
         return [(c, each, d) for c, d in zip(completions, wanted, strict=False)]
 
-    def _own_title(
-        self,
-        chosen: drafts.Draft,
-        prompt: Prompt,
-        query: str,
-        call: Call,
-        spend: drafts.Spend,
-        stop: threading.Event | None,
-        tally: GateTally,
-    ) -> None:
-        """Rewrite ``chosen``'s title (restated, or off the query) by a title-only request
-        after the same instructions and worked examples (a backend that keeps them cached
-        evaluates the request alone): up to ``drafts`` titles, kept at the first with which
-        the script passes the gate with neither of :data:`TITLE_FINDINGS`. Asked again after
-        its own answer, a small model gives that answer back; a fresh request does not."""
-        messages = [*prompt.messages[:-1], {"role": "user", "content": own_title_request(query)}]
-
-        @drafts.Once
-        def judged(completion: Completion) -> tuple[ParsedAnswer, Verdict] | None:
-            title = title_of(completion.text)
-            if title is None or _cut_off(title, TITLE_JSON_SCHEMA):
-                return None
-            script = replace(chosen.parsed.script, title=title)
-            verdict = self.judge.timed(script, query, prompt.messages, tally)
-            return ParsedAnswer(script, chosen.parsed.reasoning), verdict
-
-        def enough(completion: Completion) -> bool:
-            outcome = judged(completion)
-            return (
-                outcome is not None and outcome[1].ok and not TITLE_FINDINGS & set(outcome[1].craft)
-            )
-
-        decoding = replace(chosen.decoding, max_tokens=TITLE_TOKENS)
-        made = self._sample(messages, decoding, TITLE_JSON_SCHEMA, call, spend, stop, enough)
-        record: dict[str, Any] = {
-            "messages": messages[-1:],
-            "raw": [completion.text for completion, _, _ in made],
-            "seconds": round(sum(seconds for _, seconds, _ in made), 4),
-            "kept": None,
-        }
-        chosen.entry["title_step"] = record
-        kept = next((c for c, _, _ in made if enough(c)), None)
-        outcome = None if kept is None else judged(kept)
-        if outcome is not None:
-            chosen.parsed, chosen.verdict = outcome
-            chosen.entry["gate"] = chosen.verdict.to_dict()
-            record["kept"] = chosen.parsed.script.title
-
     def _parse(self, text: str, references: References | None) -> ParsedAnswer:
         """``text`` as a script; an echoed example or a copied reference title is a
         :class:`ScriptParseError` under a profile that rejects copies, else a flag."""
@@ -569,48 +520,6 @@ class Generator:
                     raise
                 parsed = _flagged(parsed, "copied_reference")
         return parsed
-
-    def _shorter_title(
-        self,
-        chosen: drafts.Draft,
-        messages: list[Message],
-        call: Call,
-        schema: Schema,
-    ) -> ParsedAnswer:
-        """Ask once for a shorter title; failing that, cut it at a word boundary (before the
-        last, cut-off word of a title the schema closed) and flag it."""
-        parsed, entry = chosen.parsed, chosen.entry
-        title = parsed.script.title
-        cut = _cut_off(title, schema)
-        follow_up = [
-            *messages,
-            {"role": "assistant", "content": chosen.completion.text},
-            {"role": "user", "content": shorter_title_request(title, cut=cut)},
-        ]
-        retry, seconds = call(follow_up, chosen.decoding)
-        entry["title_retry"] = {
-            "messages": follow_up[-2:],
-            "raw": retry.text,
-            "seconds": round(seconds, 4),
-            "usage": {
-                "prompt_tokens": retry.prompt_tokens,
-                "completion_tokens": retry.completion_tokens,
-            },
-        }
-        try:
-            again = parse_script(retry.text, self.templates.example_script)
-        except ScriptParseError:
-            again = None
-        if again is not None:
-            shorter = again.script.title
-            if len(shorter) <= TITLE_MAX_CHARS and not _cut_off(shorter, schema):
-                return ParsedAnswer(replace(parsed.script, title=shorter), parsed.reasoning)
-        script = replace(
-            parsed.script,
-            title=shorten_title(title, TITLE_MAX_CHARS - 1 if cut else TITLE_MAX_CHARS),
-            flags=(*parsed.script.flags, "title_shortened"),
-        )
-        return ParsedAnswer(script, parsed.reasoning)
 
     def _result(
         self, run: Run, script: Script, cached: bool, warnings: tuple[str, ...] | None = None
@@ -648,13 +557,6 @@ def model_size(llm: LLM) -> Literal["small", "large"]:
     ``large`` when it says nothing."""
     size = getattr(llm, "size", "large")
     return "small" if size == "small" else "large"
-
-
-def _cut_off(title: str, schema: Schema) -> bool:
-    """Whether the schema's length bound closed ``title``: a grammar ends the string at its
-    ``maxLength``, mid-word as often as not ("Snowboarding down a powder slope, snowboarders'
-    sk"). A title that is exactly that long by choice is asked again as well, at one call."""
-    return schema is not None and len(title) == TITLE_MAX_CHARS
 
 
 def _flagged(parsed: ParsedAnswer, flag: str) -> ParsedAnswer:
