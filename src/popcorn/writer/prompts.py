@@ -540,7 +540,8 @@ TITLE_JSON_SCHEMA: dict[str, Any] = {
 
 
 def own_title_request(query: str) -> str:
-    """The title-only request for a script whose title restated the query."""
+    """The title step's request (:func:`popcorn.writer.titles.own`): a title alone, for a
+    script whose title restated the query or missed it."""
     return (
         f"Write only a title for a 3-second micro-video about: {query}\n"
         "A title of its own, two to five words a viewer would click, not the idea's own "
